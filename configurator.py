@@ -1,0 +1,166 @@
+"""
+The configurator every script shares: presets and --key=value overrides.
+
+    python train.py --preset=tiny --max_iters=50 --n_layer=2
+
+A preset is a plain Python file `config/NAME.py` of constant assignments (the recipe). It is
+applied first, then each `--key=value` from the command line, then keyword overrides from a
+notebook (`train.configure(preset="tiny", max_iters=50)`). Unlike nanoGPT's configurator this
+runs inside a function the script calls, never at import, so a notebook can import a script,
+change its constants and call `main()`.
+
+A key is known to a script when it is one of the script's module-level constants or a field of
+`model.GPTConfig` (the architecture flags, collected in the script's `model_args` dict). Preset
+keys a script does not know are skipped silently: one recipe file serves data.py, train.py,
+sft.py and eval.py, each taking its own constants from it.
+"""
+
+import ast
+import difflib
+import os
+import sys
+from dataclasses import fields
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+
+
+class UserError(SystemExit):
+    """A mistake the user can fix. Uncaught, it prints one line and exits 1 with no traceback."""
+
+    def __init__(self, message):
+        super().__init__(f"error: {message}")
+        self.message = message
+
+
+def list_presets():
+    return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
+
+
+def load_preset(name):
+    """Executes config/NAME.py and returns its constants as a dict."""
+    path = os.path.join(CONFIG_DIR, f"{name}.py")
+    if not os.path.exists(path):
+        raise UserError(f"unknown preset '{name}'; the presets are: {', '.join(list_presets())}")
+    namespace = {}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and _is_constant(v)}
+
+
+def _is_constant(v):
+    return v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))
+
+
+def _model_fields():
+    from model import GPTConfig  # imported here so configurator.py stays importable on its own
+    return {f.name: f.default for f in fields(GPTConfig)}
+
+
+def _parse_value(key, text, default):
+    """Turns the text of --key=value into a value of the default's type."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word such as --device=cuda is a string
+    return _check_type(key, value, default)
+
+
+def _check_type(key, value, default):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    elif isinstance(default, str) and isinstance(value, (int, float)):
+        return str(value)  # e.g. --dataset=2024 is still a name
+    elif type(value) is type(default):
+        return value
+    kinds = {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list", tuple: "a list", dict: "a dict"}
+    raise UserError(f"--{key} expects {kinds[type(default)]} (like {default!r}), got {value!r}")
+
+
+def configure(g, argv=None, prefix="", **overrides):
+    """Applies --preset, --key=value (argv) and keyword overrides to the script globals `g`.
+
+    With a prefix (sft.py passes "sft_"), a preset's `sft_learning_rate` sets this script's
+    `learning_rate`, winning over the plain `learning_rate` that pretraining uses: one recipe
+    file holds both stages without their numbers colliding."""
+    if "_defaults" not in g:  # remember the file's own values so a second call starts clean
+        g["_defaults"] = {k: v for k, v in g.items() if _known_constant(k, v)}
+        g["_defaults"]["model_args"] = dict(g.get("model_args", {}))
+    for k, v in g["_defaults"].items():
+        g[k] = dict(v) if isinstance(v, dict) else v
+    script_keys = {k: v for k, v in g["_defaults"].items() if k != "model_args"}
+    model_keys = _model_fields() if "model_args" in g else {}
+    known = set(script_keys) | set(model_keys)
+
+    def assign(key, value, from_preset):
+        if key in script_keys:
+            g[key] = _check_type(key, value, script_keys[key])
+        elif key in model_keys:
+            g["model_args"][key] = _check_type(key, value, model_keys[key])
+        elif not from_preset:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "; run with --help to list the keys"
+            raise UserError(f"unknown config key '{key}'{hint}")
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(g.get("__doc__") or "")
+        print("config keys:", ", ".join(sorted(known)))
+        print("presets:", ", ".join(list_presets()))
+        raise SystemExit(0)
+    cli = []
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise UserError(f"cannot read argument '{arg}'; write options as --key=value (for example --preset=tiny)")
+        key, text = arg[2:].split("=", 1)
+        cli.append((key, text))
+    preset = overrides.pop("preset", None)
+    for key, text in cli:
+        if key == "preset":
+            preset = text
+    if preset:
+        values = load_preset(preset)
+        staged = {k for k in values if prefix and k.startswith(prefix) and k[len(prefix):] in known}
+        for key, value in values.items():
+            if key not in staged:
+                assign(key, value, from_preset=True)
+        for key in staged:
+            assign(key[len(prefix):], values[key], from_preset=True)
+        if "preset" in script_keys:
+            g["preset"] = preset
+    for key, text in cli:
+        if key == "preset":
+            continue
+        if prefix and key.startswith(prefix) and key not in known:
+            key = key[len(prefix):]
+        default = script_keys.get(key, model_keys.get(key))
+        assign(key, _parse_value(key, text, default) if key in known else text, from_preset=False)
+    for key, value in overrides.items():
+        assign(key, value, from_preset=False)
+    return effective_config(g)
+
+
+def _known_constant(k, v):
+    return not k.startswith("_") and k.islower() and _is_constant(v)
+
+
+def effective_config(g):
+    cfg = {k: g[k] for k in g["_defaults"] if k != "model_args"}
+    cfg.update(g.get("model_args", {}))
+    return cfg
+
+
+def print_config(cfg, file=sys.stdout):
+    width = max(len(k) for k in cfg) if cfg else 0
+    for k in sorted(cfg):
+        print(f"  {k:<{width}} = {cfg[k]!r}", file=file)

@@ -1,0 +1,246 @@
+"""
+Samples from a trained checkpoint: completion, chat, or fill-in-the-middle, streamed as it is produced.
+
+    python sample.py --out_dir=out/tiny --prompt="def fib(n):"
+    python sample.py --out_dir=out/tiny --prompt=FILE:prompt.txt --num_samples=3 --temperature=0.8 --top_k=50
+    echo "import os" | python sample.py --out_dir=out/tiny --prompt=-
+    python sample.py --out_dir=out/parchment_166m_sft --chat=True --temperature=0 --repetition_penalty=1.1
+    python sample.py --out_dir=out/pycraft_55m --fim_prefix="def add(a, b):\n" --fim_suffix="\n\nprint(add(1, 2))"
+    python sample.py --out_dir=out/tiny --kv_cache=False    # the same tokens, slower: the cache changes nothing
+
+The checkpoint directory holds everything needed (weights, model config, tokenizer, chat template), loaded
+with train.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at the end.
+"""
+
+import codecs
+import os
+import sys
+import time
+
+from configurator import UserError
+
+# -----------------------------------------------------------------------------
+# config
+
+out_dir = "out"                 # the checkpoint directory
+prompt = "\n"                   # text, FILE:path, or - for stdin
+num_samples = 1
+max_new_tokens = 256
+temperature = 0.8               # 0 = greedy
+top_k = 200                     # 0 = off
+top_p = 1.0                     # nucleus; 1.0 = off
+repetition_penalty = 1.0        # card 003 samples with 1.1 (CTRL's penalty)
+stop = []                       # stop strings, e.g. --stop="['\n\n']"; the end-of-text token always stops
+seed = 1337
+kv_cache = True                 # False recomputes the whole context every token (for teaching and testing)
+truncate = False                # a prompt longer than the context: keep its last tokens (with a warning) instead of an error
+chat = False                    # interactive chat in the checkpoint's template, one stdin line per user turn
+chat_template = ""              # empty: the checkpoint's
+system = ""                     # a system message for chat
+fim_prefix = ""                 # fill in the middle (card 000, PSM order): the code before the hole
+fim_suffix = ""                 # and after it
+device = "auto"
+dtype = "auto"
+
+# -----------------------------------------------------------------------------
+# text out of tokens
+
+
+class TextStream:
+    """Turns one row of token ids into text as they arrive: bytes of a character split across tokens wait
+    for the rest (an incremental UTF-8 decoder), and text that may be the start of a stop string is held
+    back until it is known not to be one."""
+
+    def __init__(self, enc, stop_strings=(), stop_ids=()):
+        self.enc, self.stop_strings, self.stop_ids = enc, [s for s in stop_strings if s], set(stop_ids)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending, self.text, self.done, self.n_tokens = "", "", False, 0
+
+    def add(self, token):
+        """Returns the text that is now final."""
+        if self.done:
+            return ""
+        self.n_tokens += 1
+        if token in self.stop_ids:
+            return self.finish()
+        self.pending += self.decoder.decode(self.enc.decode_single_token_bytes(token))
+        hits = [i for i in (self.pending.find(s) for s in self.stop_strings) if i >= 0]
+        if hits:
+            self.pending = self.pending[:min(hits)]
+            return self.finish()
+        hold = max([n for s in self.stop_strings for n in range(1, len(s)) if self.pending.endswith(s[:n])] or [0])
+        return self._emit(len(self.pending) - hold)
+
+    def finish(self):
+        self.pending += self.decoder.decode(b"", final=True)
+        self.done = True
+        return self._emit(len(self.pending))
+
+    def _emit(self, n):
+        out, self.pending = self.pending[:n], self.pending[n:]
+        self.text += out
+        return out
+
+
+def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
+                  stop_strings=(), stop_ids=(), use_cache=True, generator=None, on_text=None):
+    """Completions of the rows of idx (B, T): (texts, tokens generated). on_text(str) streams row 0."""
+    streams = [TextStream(enc, stop_strings, stop_ids) for _ in range(idx.size(0))]
+    steps = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
+                           repetition_penalty=repetition_penalty, stop_tokens=list(stop_ids), use_cache=use_cache,
+                           generator=generator)
+    for next_ids in steps:  # (B,)
+        for s, t in zip(streams, next_ids.tolist()):
+            piece = s.add(t)
+            if on_text and piece and s is streams[0]:
+                on_text(piece)
+        if all(s.done for s in streams):
+            break  # every row hit a stop string or token
+    for s in streams:
+        piece = s.finish() if not s.done else ""
+        if on_text and piece and s is streams[0]:
+            on_text(piece)
+    return [s.text for s in streams], sum(s.n_tokens for s in streams)
+
+
+def special_id(enc, name):
+    return enc.encode_single_token(name) if name in enc.special_tokens_set else None
+
+
+def end_ids(enc):
+    """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
+    return [i for i in (special_id(enc, "<|endoftext|>"), special_id(enc, "<|bos|>")) if i is not None]
+
+# -----------------------------------------------------------------------------
+# prompts
+
+
+def read_prompt(spec):
+    if spec == "-":
+        return sys.stdin.read()
+    if spec.startswith("FILE:"):
+        path = spec[len("FILE:"):]
+        if not os.path.exists(path):
+            raise UserError(f"--prompt=FILE:{path}: no such file")
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return spec
+
+
+def fit_context(ids, block_size, what="prompt"):
+    """A prompt must leave room for at least one new token; --truncate keeps its most recent tokens."""
+    room = max(1, min(max_new_tokens, block_size // 2))
+    if len(ids) + 1 <= block_size:
+        return ids
+    if not truncate:
+        raise UserError(f"the {what} is {len(ids)} tokens but the context is {block_size}; shorten it, or pass "
+                        "--truncate=True to keep only its last tokens")
+    print(f"warning: the {what} is {len(ids)} tokens; keeping its last {block_size - room} of a "
+          f"{block_size}-token context", file=sys.stderr)
+    return ids[-(block_size - room):]
+
+
+def fim_ids(enc, prefix, suffix):
+    """Card 000's infilling prompt, PSM order: <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>."""
+    names = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
+    missing = [n for n in names if special_id(enc, n) is None]
+    if missing:
+        raise UserError(f"this checkpoint's tokenizer has no {', '.join(missing)}: fill-in-the-middle needs a model "
+                        "trained with FIM tokens (e.g. --preset=pycraft_55m, card 000)")
+    p, s, m = (special_id(enc, n) for n in names)
+    return [p] + enc.encode_ordinary(prefix) + [s] + enc.encode_ordinary(suffix) + [m]
+
+
+def unescape(text):
+    r"""--fim_prefix="def f():\n" arrives with a literal backslash-n from most shells."""
+    return text.encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") if "\\" in text else text
+
+# -----------------------------------------------------------------------------
+# the three modes
+
+
+def chat_loop(model, enc, ckpt, ctx, generator, write):
+    from sft import render_prompt, stop_tokens
+    template = chat_template or ckpt.get("chat_template") or ""
+    if not template:
+        raise UserError("this checkpoint has no chat template (fine-tune it with sft.py) or pass --chat_template=NAME")
+    stops, block = stop_tokens(template, enc), model.config.block_size
+    messages = [{"role": "system", "content": system}] if system else []
+    n_tokens, seconds = 0, 0.0
+    while True:
+        try:
+            line = input("> " if sys.stdin.isatty() else "")
+        except EOFError:
+            break
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        ids = render_prompt(template, messages, enc)
+        first = 1 if system else 0
+        while len(ids) + max_new_tokens > block and len(messages) - first > 1:
+            del messages[first:first + 2]  # forget the oldest exchange (user + assistant) to fit the context
+            ids = render_prompt(template, messages, enc)
+        if len(ids) >= block:
+            print(f"error: this message is {len(ids)} tokens with the template; the context is {block}", file=sys.stderr)
+            messages.pop()
+            continue
+        t0 = time.time()
+        with ctx:
+            idx = torch_tensor([ids], model)
+            (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
+                                        stop, stops, kv_cache, generator, write)
+        seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
+        write("\n")
+        messages.append({"role": "assistant", "content": reply})
+    return n_tokens, seconds
+
+
+def torch_tensor(rows, model):
+    import torch
+    return torch.tensor(rows, dtype=torch.long, device=next(model.parameters()).device)
+
+
+def main():
+    import torch
+    from train import load_checkpoint, setup_device
+    dev, _, ctx, _ = setup_device(device, dtype)
+    model, enc, ckpt = load_checkpoint(out_dir, dev)
+    generator = torch.Generator(device=dev).manual_seed(seed)
+
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if chat:
+        n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+    else:
+        fim = bool(fim_prefix or fim_suffix)
+        prefix, suffix = unescape(fim_prefix), unescape(fim_suffix)
+        if fim:
+            ids = fit_context(fim_ids(enc, prefix, suffix), model.config.block_size, "infilling prompt")
+        else:  # the user may type special tokens (e.g. <|bos|>) on purpose
+            ids = fit_context(enc.encode(read_prompt(prompt), allowed_special="all"), model.config.block_size)
+        if len(ids) + max_new_tokens > model.config.block_size:
+            print(f"note: only {model.config.block_size - len(ids)} new tokens fit after the prompt", file=sys.stderr)
+        # the middle is shown in colour on a terminal; piped output is plain prefix + middle + suffix
+        on, off = ("\033[1;32m", "\033[0m") if fim and sys.stdout.isatty() else ("", "")
+        n_tokens, seconds = 0, 0.0
+        for i in range(num_samples):
+            write(prefix + on if fim else enc.decode(ids))
+            t0 = time.time()
+            with ctx:
+                _, n = generate_text(model, enc, torch_tensor([ids], model), max_new_tokens, temperature, top_k,
+                                     top_p, repetition_penalty, stop, end_ids(enc), kv_cache, generator, write)
+            seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
+            write((off + suffix if fim else "") + "\n")
+            if i < num_samples - 1:
+                write("---------------\n")
+    if n_tokens:
+        print(f"{n_tokens} tokens in {seconds:.2f}s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s "
+              f"(kv_cache={kv_cache}, {dev})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from configurator import configure
+    configure(globals())
+    main()
