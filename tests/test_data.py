@@ -1,0 +1,543 @@
+"""data.py: tokenizers, filters, FIM, bins and the loader. CPU, offline, seconds.
+
+Benchmarks (time and compression of the BPE trainer, tokenization throughput, the tiny preset):
+    python -m pytest -m benchmark -s tests/test_data.py
+"""
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import regex
+import tiktoken
+import tiktoken.load
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+from configurator import UserError  # noqa: E402
+
+SPECIALS = [data.EOT, data.FIM_PREFIX, data.FIM_MIDDLE, data.FIM_SUFFIX, data.PAD]
+
+
+def stdlib_texts(first, count):
+    stats = {"seen": 0, "kept": 0, "dropped": {}}
+    texts = []
+    for path in data.stdlib_files()[first:]:
+        text = data._read_text(path, stats)
+        if text and 2000 < len(text) < 20000:
+            texts.append(text)
+        if len(texts) == count:
+            return texts
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return stdlib_texts(0, 25)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return stdlib_texts(600, 10)
+
+
+@pytest.fixture(scope="module")
+def enc(corpus):
+    return data.train_bpe(corpus, 1024, SPECIALS, verbose=False)
+
+
+# -----------------------------------------------------------------------------
+# BPE
+
+
+def random_text(seed, n=200):
+    rng = random.Random(seed)
+    chars = [chr(c) for c in range(0x20, 0x2FFFF) if not 0xD800 <= c <= 0xDFFF]  # no lone surrogates
+    return "".join(rng.choice(chars) if rng.random() < 0.5 else rng.choice("ab \n\t{}0123") for _ in range(n))
+
+
+@pytest.mark.parametrize("text", ["", "a", " ", "\n\n\n", "hello world", "   x = 1  # yes\n", "🤗👍🏽 emoji",
+                                  "안녕하세요, 세계", "\x00\x01\x7f", "def f(x: int) -> int:\n    return x**2",
+                                  random_text(0), random_text(1), "<|endoftext|> as plain text"])
+def test_bpe_round_trip(enc, text):
+    ids = enc.encode_ordinary(text)
+    assert enc.decode(ids) == text
+    assert all(0 <= i < 1024 - len(SPECIALS) for i in ids)
+
+
+def test_bpe_layout_bytes_merges_specials(enc):
+    assert enc.n_vocab == 1024
+    for b in range(256):  # byte fallback: rank b is the byte b
+        assert enc.encode_single_token(bytes([b])) == b
+    for k, tok in enumerate(SPECIALS):  # the specials come after the merges, in order
+        assert enc.encode(tok, allowed_special="all") == [1024 - len(SPECIALS) + k]
+        assert enc.encode_single_token(tok) == 1024 - len(SPECIALS) + k
+
+
+def test_bpe_compresses(enc, held_out):
+    text = held_out[0]
+    assert len(text.encode()) / len(enc.encode_ordinary(text)) > 2.5
+
+
+def test_save_load_identical(enc, tmp_path):
+    path = data.save_tokenizer(enc, tmp_path)
+    assert path == tmp_path / "tokenizer.json"
+    for spec in (tmp_path, path, str(tmp_path)):
+        loaded = data.load_tokenizer(spec)
+        assert loaded._mergeable_ranks == enc._mergeable_ranks
+        assert loaded._special_tokens == enc._special_tokens
+        assert loaded._pat_str == enc._pat_str and loaded.name == enc.name
+        assert data.tokenizer_hash(loaded) == data.tokenizer_hash(enc)
+    # the rank file is tiktoken's own format, and no pickle is involved
+    assert tiktoken.load.load_tiktoken_bpe(str(tmp_path / "tokenizer.tiktoken")) == enc._mergeable_ranks
+    assert json.loads(path.read_text())["special_tokens"] == enc._special_tokens
+
+
+def test_tokenizer_hash_sees_changes(enc):
+    other = tiktoken.Encoding(name=enc.name, pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
+                              special_tokens={**enc._special_tokens, "<|bos|>": 1024})
+    assert data.tokenizer_hash(other) != data.tokenizer_hash(enc)
+
+
+def naive_train(texts, n_merges, pattern):
+    """The textbook algorithm: recount every pair over every chunk occurrence, merge the best pair everywhere.
+    Best = highest count, then lowest (left id, right id); a pair whose bytes are already a token is skipped."""
+    words = [list(c.encode()) for t in texts for c in regex.findall(pattern, t)]
+    vocab = [bytes([b]) for b in range(256)]
+    merges = []
+    while len(merges) < n_merges:
+        counts = Counter(p for w in words for p in zip(w, w[1:]))
+        candidates = [(-c, p) for p, c in counts.items() if vocab[p[0]] + vocab[p[1]] not in vocab]
+        if not candidates:
+            break
+        _, (a, b) = min(candidates)
+        z = len(vocab)
+        vocab.append(vocab[a] + vocab[b])
+        merges.append((a, b, z))
+        words = [naive_merge(w, a, b, z) for w in words]
+    return vocab, merges
+
+
+def naive_merge(w, a, b, z):
+    out, i = [], 0
+    while i < len(w):
+        if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+            out.append(z)
+            i += 2
+        else:
+            out.append(w[i])
+            i += 1
+    return out
+
+
+def naive_encode(text, merges, pattern):
+    ids = []
+    for chunk in regex.findall(pattern, text):
+        w = list(chunk.encode())
+        for a, b, z in merges:
+            w = naive_merge(w, a, b, z)
+        ids += w
+    return ids
+
+
+@pytest.mark.parametrize("pattern", ["gpt4", "gpt4_digits2"])
+def test_bpe_matches_brute_force_reference(pattern):
+    pat = data.SPLIT_PATTERNS[pattern]
+    texts = ["aaaa abab abab ab ba aaa 12345 123 1234567", "the cat sat on the mat; the hat",
+             stdlib_texts(40, 1)[0][:2000]]
+    vocab, merges = naive_train(texts, 100, pat)
+    enc = data.train_bpe(texts, 256 + 100 + 1, [data.EOT], pattern=pattern, verbose=False)
+    assert sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get) == vocab
+    # tiktoken's encoder with our ranks reproduces "apply the merges in training order"
+    for text in texts + [stdlib_texts(300, 1)[0][:2000], "abababab aaaaaaa 9876543210"]:
+        assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
+
+
+def test_train_bpe_user_errors():
+    with pytest.raises(UserError, match="too small"):
+        data.train_bpe(["abc"], 200, SPECIALS, verbose=False)
+    with pytest.raises(UserError, match="allows only"):
+        data.train_bpe(["abc abc"], 300, [], verbose=False)
+
+
+def test_cl100k_offline_fallback():
+    enc = data.load_tokenizer("cl100k_base")
+    assert enc.name == "cl100k_base" and enc.n_vocab == 100277
+    assert enc.encode("hello world") == [15339, 1917]  # ids published for cl100k_base
+    assert enc.encode_single_token("<|endoftext|>") == 100257
+    with pytest.raises(UserError, match="unknown tokenizer"):
+        data.load_tokenizer("cl100k_bsae")
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face tokenizer.json import
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "starcoder_digits"])
+def test_hf_tokenizer_matches_tokenizers_library(style, corpus, held_out, tmp_path):
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = byte_level if style == "bytelevel" else pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level])
+    specials = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>"]
+    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    enc = data.load_tokenizer(f"hf:{tmp_path}")
+    texts = [h[:5000] for h in held_out] + ["x  123 4.5e10  \n\n  7", "🤗 안녕 ünïcödé\t\t1", "a" * 50, ""]
+    for text in texts:
+        assert enc.encode_ordinary(text) == tok.encode(text).ids
+    for s in specials:
+        assert enc.encode(s, allowed_special="all") == [tok.token_to_id(s)]
+    assert data.load_tokenizer(str(tmp_path / "tokenizer.json")).encode_ordinary(texts[0]) == enc.encode_ordinary(texts[0])
+
+
+def test_hf_tokenizer_unsupported_is_a_user_error(tmp_path):
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["some words here"], trainers.BpeTrainer(vocab_size=50, show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(UserError):
+        data.load_tokenizer(f"hf:{tmp_path}")
+
+
+def test_bytes_to_unicode_is_a_printable_bijection():
+    m = data.bytes_to_unicode()
+    assert sorted(m) == list(range(256)) and len(set(m.values())) == 256
+    assert all(c.isprintable() and not c.isspace() for c in m.values())
+    assert m[ord("A")] == "A" and m[ord(" ")] == "Ġ"  # GPT-2's well-known space marker
+
+
+# -----------------------------------------------------------------------------
+# filters and quality scores
+
+GOOD = '''"""Small helpers for temperatures."""
+
+
+def celsius_to_fahrenheit(celsius: float) -> float:
+    # the usual linear conversion
+    fahrenheit = celsius * 9 / 5 + 32
+    return fahrenheit
+'''
+BAD = "x=1\ny=2\nz=x+y\nprint(z)\n"
+
+
+def test_filter_reasons():
+    assert data.filter_reason(GOOD) is None
+    assert data.filter_reason(BAD) == "too_few_chars"
+    assert data.filter_reason(GOOD.replace("return fahrenheit", "return fahrenheit +")) == "does_not_compile"
+    assert data.filter_reason("import os\n" * 2 + "# " + "x" * 200) == "too_few_lines"
+    assert data.filter_reason(GOOD + "s = '" + "a" * 1200 + "'\n") == "line_too_long"
+    assert data.filter_reason("\n".join(f"v{i} = '{'a' * 140}'" for i in range(6))) == "mean_line_too_long"
+    assert data.filter_reason("\n".join("a = [[[((( )))]]] + [[[((( )))]]] + {} + ()" for _ in range(8))) == "low_alphanumeric"
+    assert data.filter_reason("a" * 100_001) == "too_many_chars"
+
+
+def test_quality_checks_by_hand():
+    assert data.quality_checks(GOOD) == {"docstring": 1, "type_hints": 1, "comment": 1, "names": 1, "length": 1}
+    assert data.quality_score(GOOD) == pytest.approx(1.0)
+    # short, no docstring/hints/comment; names x, y, z are all too short
+    assert data.quality_score(BAD) == pytest.approx(0.0)
+    mid = "def f(count: int):\n    total = 0\n    for i in range(count):\n        tmp = i\n        total += tmp\n" * 3
+    checks = data.quality_checks(mid)
+    assert checks["type_hints"] == 0.5  # parameter hints without a return annotation
+    assert checks["names"] == pytest.approx(1 / 2)  # total (good), tmp (throwaway); loop counter i not counted
+    assert checks["docstring"] == 0 and checks["comment"] == 0 and checks["length"] == 1
+    assert data.quality_score(mid) == pytest.approx(0.2 * (0.5 + 0.5 + 1))
+    assert sum(data.QUALITY_WEIGHTS.values()) == pytest.approx(1.0)
+
+
+# -----------------------------------------------------------------------------
+# FIM
+
+
+def split_fim(ids, enc):
+    """Rebuilds a document from its FIM tokens (PSM or SPM) and the end-of-text that closes it."""
+    pre, mid, suf, eot = (enc.encode_single_token(t) for t in (data.FIM_PREFIX, data.FIM_MIDDLE, data.FIM_SUFFIX, data.EOT))
+    assert ids[0] == pre and ids[-1] == eot
+    i_suf, i_mid = ids.index(suf), ids.index(mid)
+    if i_suf == 1:  # SPM: <pre><suf> suffix <mid> prefix middle
+        return enc.decode(ids[i_mid + 1:-1]) + enc.decode(ids[2:i_mid])
+    return enc.decode(ids[1:i_suf]) + enc.decode(ids[i_mid + 1:-1]) + enc.decode(ids[i_suf + 1:i_mid])
+
+
+@pytest.mark.parametrize("spm_rate", [0.0, 1.0])
+def test_fim_decodes_back_to_the_document(enc, corpus, spm_rate):
+    rng = random.Random(0)
+    for doc in corpus[:10] + ["", "x", "é😀 ünïcode"]:
+        ids = data.encode_documents(enc, [doc], rng, fim_rate=1.0, fim_spm_rate=spm_rate)
+        assert split_fim(ids, enc) == doc
+
+
+def test_fim_rate_and_plain_documents(enc):
+    rng = random.Random(1)
+    docs = [f"def f{i}():\n    return {i}\n" for i in range(400)]
+    ids = data.encode_documents(enc, docs, rng, fim_rate=0.5)
+    eot, pre = enc.encode_single_token(data.EOT), enc.encode_single_token(data.FIM_PREFIX)
+    assert ids.count(eot) == 400
+    assert abs(ids.count(pre) / 400 - 0.5) < 0.1
+    plain = data.encode_documents(enc, docs[:3], rng)
+    assert plain == sum((enc.encode_ordinary(d) + [eot] for d in docs[:3]), [])
+
+
+def test_bos_prefix(enc):
+    bos_enc = tiktoken.Encoding(name="b", pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
+                                special_tokens={**enc._special_tokens, data.BOS: 1024})
+    ids = data.encode_documents(bos_enc, ["ab", "cd"], random.Random(0), bos_token=data.BOS)
+    assert ids == [1024] + enc.encode_ordinary("ab") + [1024] + enc.encode_ordinary("cd")
+    with pytest.raises(UserError, match="no <|bos|>"):
+        data.encode_documents(enc, ["ab"], random.Random(0), bos_token=data.BOS)
+
+
+# -----------------------------------------------------------------------------
+# bins
+
+
+def write_docs(folder, docs):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(docs):
+        (folder / f"doc{i:03d}.py").write_text(doc)
+    return folder
+
+
+def code_docs(n):
+    return [f'"""Module {i}."""\n\n\ndef function_{i}(value: int) -> int:\n    # adds {i}\n    result = value + {i}\n'
+            f'    return result\n' for i in range(n)]
+
+
+def test_bin_dtype():
+    assert data.bin_dtype(4096) == np.uint16 and data.bin_dtype(65536) == np.uint16
+    assert data.bin_dtype(65537) == np.uint32 and data.bin_dtype(100277) == np.uint32
+
+
+def test_prepare_writes_bins_meta_and_tokenizer(tmp_path):
+    docs = code_docs(12)
+    src = write_docs(tmp_path / "src", docs + [docs[3], "value = (\n" * 20])  # one duplicate, one syntax error
+    (tmp_path / "src" / "latin1.py").write_bytes("caf\xe9 = 1\n".encode("latin-1"))  # not UTF-8: skipped
+    cfg = dict(dataset=f"files:{src}", data_dir=str(tmp_path / "data"), tokenizer="bpe", vocab_size=300,
+               special_tokens=SPECIALS, filters="card001", val_fraction=0.25, fim_rate=0.0, quality_order=False)
+    cfg["_ignored"] = "keys other scripts own are ignored"
+    out = data.prepare(cfg)
+    assert out == tmp_path / "data" / f"files_src"
+    meta = data.read_meta(out)
+    stats = meta["filter_stats"]
+    assert stats["kept"] == 12 and stats["dropped"] == {"duplicate": 1, "does_not_compile": 1, "unreadable": 1}
+    enc = data.load_tokenizer(out)
+    assert data.tokenizer_hash(enc) == meta["tokenizer_hash"] and meta["vocab_size"] == 300 == enc.n_vocab
+    assert meta["dtype"] == "uint16" and meta["train_docs"] == 9 and meta["val_docs"] == 3
+    kept = docs  # files are read in name order: doc000.py, doc001.py, ...
+    for split, idx in (("val", [0, 4, 8]), ("train", [1, 2, 3, 5, 6, 7, 9, 10, 11])):
+        ids = np.fromfile(out / f"{split}.bin", dtype=np.uint16)
+        assert len(ids) == meta[f"{split}_tokens"]
+        assert enc.decode(ids.tolist()) == "".join(kept[i] + data.EOT for i in idx)
+    assert meta["max_token_id"] == max(np.fromfile(out / f"{s}.bin", dtype=np.uint16).max() for s in ("train", "val"))
+
+
+def test_prepare_quality_order_cl100k_uint32(tmp_path):
+    good = code_docs(4)
+    weak = [f"x = {i}\ny = x\n" for i in range(4)]
+    src = write_docs(tmp_path / "src", [weak[0], good[0], weak[1], good[1], weak[2], good[2], weak[3], good[3]])
+    out = data.prepare(dict(dataset=f"files:{src}", data_dir=str(tmp_path), data_name="q", tokenizer="cl100k_base",
+                            val_fraction=1, quality_order=True, filters="none"))
+    meta = data.read_meta(out)
+    assert meta["dtype"] == "uint32" and meta["val_docs"] == 1
+    enc = data.load_tokenizer(out)
+    train = enc.decode(np.fromfile(out / "train.bin", dtype=np.uint32).tolist()).split(data.EOT)[:-1]
+    scores = [data.quality_score(d) for d in train]
+    assert scores == sorted(scores, reverse=True) and set(train[:3]) <= set(good)
+
+
+def test_jsonl_source_and_malformed_line(tmp_path):
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"text": "hello there"}\n\n{"text": "second doc"}\n')
+    assert list(data.iter_source(f"files:{good}", {"dropped": {}})) == ["hello there", "second doc"]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": oops}\n')
+    with pytest.raises(UserError, match="line 2"):
+        list(data.iter_source(f"files:{bad}", {"dropped": {}}))
+
+
+def test_sources_are_offline_and_unknown_names_fail():
+    files = data.stdlib_files()
+    assert len(files) > 500 and all(p.suffix == ".py" and "site-packages" not in p.parts for p in files)
+    docs = data.iter_source("stdlib_docs", {"dropped": {}})
+    first = [next(docs) for _ in range(3)]
+    assert all(isinstance(d, str) and d for d in first)
+    with pytest.raises(UserError, match="unknown dataset"):
+        next(data.iter_source("no_such_data", {"dropped": {}}))
+    with pytest.raises(UserError, match="HF_TOKEN"):
+        os.environ.pop("HF_TOKEN", None)
+        next(data.iter_source("the_stack_python", {"dropped": {}}))
+
+
+def test_check_meta():
+    meta = {"vocab_size": 4096, "max_token_id": 4000, "tokenizer": "bpe4096", "tokenizer_hash": "abc"}
+    data.check_meta(meta, 4096, "abc")
+    data.check_meta(meta, 4160)  # a padded embedding table is fine
+    with pytest.raises(UserError, match="vocab_size"):
+        data.check_meta(meta, 2048)
+    with pytest.raises(UserError, match="out of range"):
+        data.check_meta({**meta, "max_token_id": 5000}, 4096)
+    with pytest.raises(UserError, match="tokenizer"):
+        data.check_meta(meta, 4096, "def")
+
+
+def test_cli_error_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "data.py", "--dataset=files:/no/such/dir", f"--data_dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: no files match")
+
+
+# -----------------------------------------------------------------------------
+# loader
+
+
+def make_bins(folder, tokens, vocab=1000, tok_hash="h"):
+    """A data dir written by hand, so loader tests do not depend on prepare()."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        np.asarray(tokens, dtype=np.uint16).tofile(folder / f"{split}.bin")
+    meta = {"vocab_size": vocab, "dtype": "uint16", "train_tokens": len(tokens), "val_tokens": len(tokens),
+            "tokenizer": "t", "tokenizer_hash": tok_hash, "max_token_id": int(max(tokens))}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return str(folder)
+
+
+@pytest.fixture
+def bins(tmp_path):
+    return make_bins(tmp_path / "a", np.arange(1000) % 500), make_bins(tmp_path / "b", 500 + np.arange(1000) % 500)
+
+
+def test_loader_batches_are_shifted_windows(bins):
+    loader = data.Loader(bins[0], "train", 4, 16)
+    x, y = loader.next_batch()
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert loader.vocab_size == 1000 and loader.meta["tokenizer"] == "t"
+
+
+@pytest.mark.parametrize("order", ["random", "sequential"])
+def test_loader_determinism_and_resume(bins, order):
+    sources = [(bins[0], 0.5), (bins[1], 0.5)]
+    a, b = data.Loader(sources, "train", 4, 16, order=order), data.Loader(sources, "train", 4, 16, order=order)
+    for _ in range(3):
+        assert all(torch.equal(u, v) for u, v in zip(a.next_batch(), b.next_batch()))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)  # as a checkpoint stores it
+    expected = [a.next_batch() for _ in range(5)]
+    buf.seek(0)
+    c = data.Loader(sources, "train", 4, 16, order=order, seed=999)
+    c.load_state_dict(torch.load(buf, weights_only=True))
+    for want in expected:
+        assert all(torch.equal(u, v) for u, v in zip(want, c.next_batch()))
+    with pytest.raises(UserError, match="other data"):
+        data.Loader(bins[0], "train", 4, 16, order=order).load_state_dict(a.state_dict())
+
+
+def test_loader_sequential_walks_in_order_and_wraps(tmp_path):
+    d = make_bins(tmp_path / "s", np.arange(100))
+    loader = data.Loader(d, "train", 2, 10, order="sequential")
+    starts = [int(x[r, 0]) for _ in range(6) for x in [loader.next_batch()[0]] for r in range(2)]
+    assert starts == [0, 10, 20, 30, 40, 50, 60, 70, 80, 0, 10, 20]  # (100 - 1) // 10 = 9 windows, then wrap
+
+
+def test_mixture_weights_respected(bins):
+    loader = data.Loader([(bins[0], 0.6), (bins[1], 0.4)], "train", 8, 16, seed=3)
+    rows = torch.cat([loader.next_batch()[0] for _ in range(250)])
+    share_a = (rows[:, 0] < 500).float().mean().item()
+    assert abs(share_a - 0.6) < 0.03
+
+
+def test_ddp_ranks_get_different_data(bins):
+    for order in ("random", "sequential"):
+        r0 = data.Loader(bins[0], "train", 4, 16, order=order, rank=0, world_size=2)
+        r1 = data.Loader(bins[0], "train", 4, 16, order=order, rank=1, world_size=2)
+        x0, x1 = r0.next_batch()[0], r1.next_batch()[0]
+        assert not torch.equal(x0, x1)
+        if order == "sequential":  # disjoint, interleaved windows
+            assert x0[:, 0].tolist() == [0, 32, 64, 96] and x1[:, 0].tolist() == [16, 48, 80, 112]
+
+
+def test_loader_refuses_bad_data(tmp_path):
+    with pytest.raises(UserError, match="python data.py"):
+        data.Loader(tmp_path / "missing", "train", 2, 8)
+    d = make_bins(tmp_path / "c", np.arange(50))
+    with open(Path(d) / "train.bin", "ab") as f:
+        f.write(b"\x01")  # half a token
+    with pytest.raises(UserError, match="corrupt"):
+        data.Loader(d, "train", 2, 8)
+    d = make_bins(tmp_path / "t", np.arange(50))
+    (Path(d) / "train.bin").write_bytes(np.arange(40, dtype=np.uint16).tobytes())  # truncated
+    with pytest.raises(UserError, match="corrupt"):
+        data.Loader(d, "train", 2, 8)
+    with pytest.raises(UserError, match="context window"):
+        data.Loader(make_bins(tmp_path / "small", np.arange(8)), "train", 2, 8)
+    with pytest.raises(UserError, match="different tokenizers"):
+        data.Loader([(make_bins(tmp_path / "x", np.arange(50)), 1), (make_bins(tmp_path / "y", np.arange(50), tok_hash="z"), 1)],
+                    "train", 2, 8)
+    with pytest.raises(UserError, match="weights"):
+        data.Loader([(d, 0.0)], "train", 2, 8)
+
+
+# -----------------------------------------------------------------------------
+# benchmarks (not in the default run)
+
+
+@pytest.mark.benchmark
+def test_benchmark_bpe_32k_on_stdlib():
+    import sysconfig
+    stats = {"seen": 0, "kept": 0, "dropped": {}}
+    texts = list(data.iter_source("stdlib_python", stats))
+    t0 = time.time()
+    enc = data.train_bpe(texts, 32000, SPECIALS)
+    seconds = time.time() - t0
+    site = Path(sysconfig.get_paths()["purelib"])
+    held = [p.read_text() for p in sorted((site / "requests").glob("*.py")) + sorted((site / "numpy" / "lib").glob("*.py"))]
+    n_bytes = sum(len(h.encode()) for h in held)
+    print(f"\nBPE 32,000 on {sum(map(len, texts)) / 1e6:.1f}M chars of stdlib: {seconds:.1f}s")
+    for e in (enc, data.load_tokenizer("cl100k_base")):
+        print(f"{e.name}: {n_bytes / sum(len(e.encode_ordinary(h)) for h in held):.3f} bytes/token on "
+              f"{n_bytes / 1e6:.2f} MB of held-out requests + numpy.lib")
+    assert seconds < 600
+
+
+@pytest.mark.benchmark
+def test_benchmark_tokenization_overhead():
+    enc = data.load_tokenizer("cl100k_base")
+    texts = list(data.iter_source("stdlib_python", {"seen": 0, "kept": 0, "dropped": {}}))
+    for threads in (1, os.cpu_count()):
+        t0 = time.time()
+        raw = sum(len(ids) for ids in enc.encode_ordinary_batch(texts, num_threads=threads))
+        t_raw = time.time() - t0
+        t0 = time.time()
+        ours = 0
+        for i in range(0, len(texts), 512):
+            ids = data.encode_documents(enc, texts[i:i + 512], random.Random(0), fim_rate=0.5, num_threads=threads)
+            ours += len(np.array(ids, dtype=np.uint32))
+        t_ours = time.time() - t0
+        print(f"\n{threads} threads: raw encode_ordinary_batch {raw / t_raw / 1e6:.2f}M tok/s, "
+              f"encode_documents (FIM 0.5, EOT, to numpy) {ours / t_ours / 1e6:.2f}M tok/s")
+
+
+@pytest.mark.benchmark
+def test_benchmark_tiny_prepare(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "data.py", "--preset=tiny", f"--data_dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True)
+    print(r.stdout[-600:], r.stderr[-300:], f"\ntiny prepare: {time.time() - t0:.1f}s")
+    assert r.returncode == 0

@@ -1,0 +1,194 @@
+"""train.py: the loop learns, resumes bit-exactly after a kill, skips bad steps, runs under DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# a model small enough that a 30-step run takes about a second on one core
+MICRO = ["--n_layer=2", "--n_embd=32", "--n_head=4", "--n_kv_head=2", "--pos=rope", "--norm=rmsnorm",
+         "--mlp=swiglu", "--block_size=32", "--batch_size=4", "--eval_iters=2", "--log_interval=1",
+         "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=5", "--device=cpu", "--dtype=float32",
+         "--grad_skip_factor=0"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    data.prepare({"dataset": "stdlib_python", "data_dir": str(root), "max_chars": 300_000,
+                  "tokenizer": "bpe", "vocab_size": 320, "tokenizer_train_chars": 100_000,
+                  "special_tokens": ["<|endoftext|>"], "filters": "none", "fim_rate": 0.0, "val_fraction": 0.05})
+    return root
+
+
+def args(data_dir, out_dir, *extra):
+    return [f"--data_dir={data_dir}", "--dataset=stdlib_python", f"--out_dir={out_dir}", *MICRO, *extra]
+
+
+def run_in_process(argv):
+    train.configurator.configure(vars(train), argv)
+    return train.main()
+
+
+def metrics(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_notebook_can_run_twice(data_dir, tmp_path):
+    first = run_in_process(args(data_dir, tmp_path / "a", "--max_iters=40", "--eval_interval=20"))
+    evals = [r for r in metrics(tmp_path / "a") if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [0, 20, 40]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.7  # from ln(320) = 5.77
+    assert first["iters"] == 40 and first["tokens"] == 40 * 4 * 32
+    # a second call in the same process: fresh state, same numbers (seeded)
+    second = run_in_process(args(data_dir, tmp_path / "b", "--max_iters=40", "--eval_interval=20"))
+    assert second["val_loss"] == first["val_loss"]
+    ckpt = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 40 and ckpt["config"]["max_iters"] == 40
+    model, enc, _ = train.load_checkpoint(tmp_path / "a")
+    assert enc.n_vocab == 320 and model.config.n_layer == 2
+
+
+def test_resume_after_sigkill_is_bit_exact(data_dir, tmp_path):
+    common = [a for a in args(data_dir, "", "--max_iters=30", "--eval_interval=10", "--dropout=0.1")
+              if not a.startswith("--out_dir")]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_in_process([f"--out_dir={whole}", *common])
+    proc = subprocess.Popen([sys.executable, "train.py", f"--out_dir={cut}", *common], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # the checkpoint of iteration 20 is written before step 21 is logged
+        if line.startswith("iter 23:"):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.load(cut / "ckpt.pt", weights_only=True)["iter_num"] == 20
+    run_in_process([f"--out_dir={cut}", "--init_from=resume", *common])
+    losses = lambda d: [(r["iter"], r.get("loss"), r.get("val_loss")) for r in metrics(d) if "iter" in r]
+    assert losses(cut) == losses(whole)  # every train and val loss, bit for bit
+    assert len(losses(whole)) == 30 + 4
+
+
+class Sabotaged(torch.nn.Module):
+    """Wraps a GPT and corrupts the loss of chosen optimizer steps, as a bad batch or overflow would."""
+
+    def __init__(self, model, bad_steps, how):
+        super().__init__()
+        self.model, self.bad_steps, self.how, self.calls = model, bad_steps, how, 0
+
+    def forward(self, x, y):
+        logits, loss = self.model(x, y)
+        if self.training:
+            if self.calls in self.bad_steps:
+                loss = loss * float("nan") if self.how == "nan" else loss * 1e4
+            self.calls += 1
+        return logits, loss
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+def loop_cfg(out_dir, **kw):
+    train.configurator.configure(vars(train), args("unused", out_dir))
+    cfg = train.configurator.effective_config(vars(train))
+    return {**cfg, "eval_interval": 1000, **kw}
+
+
+def make_run(data_dir, out_dir, bad_steps, how, **kw):
+    cfg = loop_cfg(out_dir, **kw)
+    loaders = {s: data.Loader(str(data_dir / "stdlib_python"), s, 4, 32, seed=1) for s in ("train", "val")}
+    enc = data.load_tokenizer(str(data_dir / "stdlib_python"))
+    torch.manual_seed(0)
+    model = train.GPT(train.GPTConfig(vocab_size=320, block_size=32, n_layer=2, n_embd=32, n_head=4))
+    return cfg, Sabotaged(model, bad_steps, how), enc, loaders
+
+
+def test_non_finite_loss_is_skipped_and_leaves_weights_untouched(data_dir, tmp_path):
+    cfg, model, enc, loaders = make_run(data_dir, tmp_path, {0}, "nan", max_iters=1)
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    summary = train.train(cfg, model, enc, loaders)
+    assert summary["skipped"] == 1 and summary["iters"] == 1
+    assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+    rows = metrics(tmp_path)
+    assert any(r.get("skipped_step") == "non-finite loss" for r in rows)
+
+
+def test_grad_spike_is_skipped_and_training_continues(data_dir, tmp_path):
+    cfg, model, enc, loaders = make_run(data_dir, tmp_path, {15}, "spike", max_iters=25, grad_skip_factor=10.0)
+    summary = train.train(cfg, model, enc, loaders)
+    skipped = [r for r in metrics(tmp_path) if "skipped_step" in r]
+    assert summary["skipped"] == 1 and [r["iter"] for r in skipped] == [15]
+    assert "median" in skipped[0]["skipped_step"]
+    assert math.isfinite(summary["train_loss"]) and summary["iters"] == 25
+
+
+def test_too_many_skips_in_a_row_stop_with_a_checkpoint(data_dir, tmp_path):
+    cfg, model, enc, loaders = make_run(data_dir, tmp_path, set(range(100)), "nan", max_iters=50, max_skips_in_row=3)
+    with pytest.raises(SystemExit, match="3 steps in a row were skipped"):
+        train.train(cfg, model, enc, loaders)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["skipped_total"] == 3
+
+
+def test_fp16_with_grad_scaler(data_dir, tmp_path):
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+    except RuntimeError as e:
+        pytest.skip(f"this CPU build has no float16 autocast: {e}")
+    summary = run_in_process(args(data_dir, tmp_path, "--max_iters=10", "--eval_interval=10", "--dtype=float16"))
+    scale = torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"]["scale"]
+    assert math.isfinite(summary["val_loss"]) and 0 < scale <= 65536.0
+
+
+def test_lr_schedules():
+    cfg = {"learning_rate": 1.0, "min_lr": 0.1, "warmup_iters": 10, "lr_decay_iters": 110, "max_iters": 110,
+           "warmdown_frac": 0.2}
+    cos = [train.get_lr(i, {**cfg, "lr_schedule": "cosine"}) for i in range(120)]
+    assert cos[0] < cos[5] < cos[9] <= 1.0 and abs(cos[60] - 0.55) < 1e-9 and cos[115] == 0.1
+    wsd = [train.get_lr(i, {**cfg, "lr_schedule": "wsd"}) for i in range(111)]
+    assert wsd[50] == wsd[88] == 1.0 and abs(wsd[99] - (0.1 + 0.9 * 11 / 22)) < 1e-9 and wsd[110] == 0.1
+    lin = train.get_lr(60, {**cfg, "lr_schedule": "linear"})
+    assert abs(lin - 0.55) < 1e-9
+
+
+def test_ddp_two_processes_with_gloo(data_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train.py", *args(data_dir, tmp_path, "--max_iters=6", "--eval_interval=3",
+                                          "--gradient_accumulation_steps=2")],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("done:") == 1  # rank 0 logs alone
+    assert "2 process(es)" in r.stdout and f"{4 * 32 * 2 * 2} tokens/step" in r.stdout
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert len(ckpt["ranks"]) == 2 and ckpt["ranks"][0]["loaders"] != ckpt["ranks"][1]["loaders"]
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--dataset=files:/no/such/dir"], "no files match /no/such/dir"),
+    (["--vocab_size=100"], "vocab_size=100"),
+    (["--block_size=100000"], "fewer than one context window"),
+    (["--device=cuda"], "no CUDA GPU"),
+])
+def test_bad_input_is_one_line(data_dir, tmp_path, extra, words):
+    r = subprocess.run([sys.executable, "train.py", *args(data_dir, tmp_path, "--max_iters=1"), *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if extra[0].startswith("--device=cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert words in r.stderr

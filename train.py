@@ -1,0 +1,484 @@
+"""
+Pretraining: token bins -> GPT (model.py) -> out_dir/ckpt.pt, the tokenizer, metrics.jsonl.
+
+    python train.py --preset=tiny                         # the quick start: CPU, no download, minutes
+    python train.py --preset=parchment_166m               # one GPU
+    python train.py --preset=tiny --init_from=resume      # continue out_dir exactly where it stopped
+    torchrun --standalone --nproc_per_node=8 train.py --preset=parchment_166m
+    torchrun --nnodes=2 --node_rank=0 --master_addr=HOST --master_port=29500 --nproc_per_node=8 \
+        train.py --preset=parchment_166m                  # and --node_rank=1 on the second machine
+
+From a notebook: `import train; train.configure(preset="tiny", max_iters=50); train.main()`.
+sft.py imports the pieces below (setup_device, configure_optimizer, get_lr, train, load_checkpoint)
+rather than writing a second loop.
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import configurator
+from configurator import UserError
+from model import GPT, GPTConfig
+
+# -----------------------------------------------------------------------------
+# config: nanoGPT's names where nanoGPT has one; presets in config/ set the rest
+
+preset = ""
+out_dir = "out/run"
+init_from = "scratch"       # "scratch" | "resume" (continue out_dir) | a checkpoint dir (a new stage, fresh optimizer)
+dataset = "stdlib_python"   # a folder under data_dir, or a weighted mixture "code:0.6,starcoder:0.4" (card 002)
+data_dir = "data"
+data_order = "random"       # "random" windows (nanoGPT) | "sequential" (card 000's best-first curriculum)
+batch_size = 12             # micro-batch per process; tokens/step = batch_size * block_size * accumulation * processes
+block_size = 1024
+gradient_accumulation_steps = 1
+max_iters = 5000
+eval_interval = 250
+eval_iters = 50
+log_interval = 10
+eval_only = False
+always_save_checkpoint = True   # save at every evaluation, not only when val loss improves
+# optimizer and schedule
+learning_rate = 6e-4
+min_lr = 6e-5
+warmup_iters = 100
+lr_decay_iters = 0          # 0 means max_iters
+lr_schedule = "cosine"      # "cosine" | "linear" | "constant" | "wsd" (constant, then a linear warmdown: nanochat)
+warmdown_frac = 0.2         # wsd: the last fraction of lr_decay_iters spent decaying
+weight_decay = 0.1          # on 2-D tensors only
+beta1 = 0.9
+beta2 = 0.95
+adam_eps = 1e-8
+grad_clip = 1.0             # 0 disables clipping
+# grad-skip guard (card 001's "gradient skip blocks")
+grad_skip_factor = 10.0     # skip a step whose grad norm exceeds this multiple of the recent median; 0 disables
+grad_skip_window = 50       # how many recent accepted steps the median looks at
+max_skips_in_row = 20       # then stop with a saved checkpoint: the run is diverging
+# system
+device = "auto"             # "auto" | "cpu" | "cuda" | "cuda:1" | "mps"
+dtype = "auto"              # "auto" | "float32" | "bfloat16" | "float16" (fp16 adds a GradScaler: card 001's T4 path)
+compile = False
+activation_checkpointing = False
+seed = 1337
+# logging
+wandb_log = False
+wandb_project = "small-lm"
+wandb_run_name = ""
+sample_prompt = ""          # if set, print a sample from the final model
+sample_tokens = 120
+model_args = {}             # architecture flags (GPTConfig fields), set by --preset and --key=value
+
+
+def configure(**overrides):
+    """For notebooks: train.configure(preset="tiny", max_iters=50), then train.main()."""
+    return configurator.configure(globals(), [], **overrides)
+
+# -----------------------------------------------------------------------------
+# setup: processes, device, precision
+
+
+def init_distributed():
+    """(ddp, rank, local_rank, world_size); torchrun sets RANK and WORLD_SIZE."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, 0, 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
+
+
+def setup_device(device="auto", dtype="auto", local_rank=0):
+    """(device, dtype, autocast context, GradScaler). bf16 where the hardware has it, else fp16 with a scaler."""
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else (
+            "mps" if torch.backends.mps.is_available() else "cpu")
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device={device} but PyTorch sees no CUDA GPU; use --device=cpu (or auto)")
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores; bf16 runs are unaffected
+        torch.backends.cudnn.allow_tf32 = True
+    if dtype == "auto":
+        if kind == "cuda":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif kind == "mps":
+            dtype = "bfloat16"  # card 004: mixed bf16/fp32 on an M2
+        else:
+            dtype = "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"dtype={dtype!r} is not one of auto, float32, bfloat16, float16")
+    ctx = nullcontext()
+    if dtype != "float32":
+        try:
+            ctx = torch.autocast(device_type=kind, dtype=getattr(torch, dtype))
+        except RuntimeError as e:
+            raise UserError(f"{dtype} autocast is not supported on {device} ({e}); use --dtype=float32")
+    scaler = torch.amp.GradScaler(kind, enabled=dtype == "float16")
+    return device, dtype, ctx, scaler
+
+
+def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device):
+    """AdamW with weight decay on matrices and embeddings only; norms and biases are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device.startswith("cuda")  # one kernel for all tensors; foreach (the default) elsewhere
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+
+
+def get_lr(it, cfg):
+    """Linear warmup, then the schedule named by cfg["lr_schedule"] down to min_lr at lr_decay_iters."""
+    lr, low, warm = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"]
+    end = cfg["lr_decay_iters"] or cfg["max_iters"]
+    if it < warm:
+        return lr * (it + 1) / (warm + 1)
+    if it >= end or cfg["lr_schedule"] == "constant":
+        return low if it >= end and cfg["lr_schedule"] != "constant" else lr
+    if cfg["lr_schedule"] == "wsd":
+        start = end - int(cfg["warmdown_frac"] * end)
+        return lr if it < start else low + (lr - low) * (end - it) / max(1, end - start)
+    progress = (it - warm) / max(1, end - warm)
+    if cfg["lr_schedule"] == "linear":
+        return lr + (low - lr) * progress
+    if cfg["lr_schedule"] == "cosine":
+        return low + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - low)
+    raise UserError(f"lr_schedule={cfg['lr_schedule']!r} is not one of cosine, linear, constant, wsd")
+
+# -----------------------------------------------------------------------------
+# checkpoints: plain containers, atomic writes, loadable with weights_only=True
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": [x.tolist() if isinstance(x, np.ndarray) else x
+                                                    for x in np.random.get_state()],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out_dir, ckpt):
+    """Write to a temp file, then rename: a crash mid-save leaves the previous ckpt.pt intact."""
+    path = Path(out_dir) / "ckpt.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path, device="cpu"):
+    path = Path(path)
+    file = path / "ckpt.pt" if path.is_dir() else path
+    if not file.exists():
+        raise UserError(f"no checkpoint at {file}; train one first (python train.py --preset=tiny writes out/tiny)")
+    ckpt = torch.load(file, map_location=device, weights_only=True)
+    # a state dict saved from a torch.compile'd model carries this prefix (a common nanoGPT resume bug)
+    ckpt["model"] = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    return ckpt
+
+
+def load_checkpoint(path, device="cpu", **model_overrides):
+    """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint directory."""
+    import data
+    ckpt = read_checkpoint(path, device)
+    config = GPTConfig.from_dict({**ckpt["model_config"], **model_overrides})
+    model = GPT(config)
+    model.load_state_dict(ckpt["model"])
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    enc = data.load_tokenizer(str(folder))
+    return model.to(device).eval(), enc, ckpt
+
+# -----------------------------------------------------------------------------
+# the loop
+
+
+@torch.no_grad()
+def estimate_loss(model, loaders, eval_iters, ctx, ddp):
+    """Mean loss over eval_iters batches of each split, averaged across processes."""
+    out = {}
+    model.eval()
+    for split, loader in loaders.items():
+        losses = torch.zeros(eval_iters, device=next(model.parameters()).device)
+        for k in range(eval_iters):
+            x, y = loader.next_batch()
+            with ctx:
+                _, loss = model(x, y)
+            losses[k] = loss
+        mean = losses.mean()
+        if ddp:
+            import torch.distributed as dist
+            dist.all_reduce(mean, op=dist.ReduceOp.AVG)
+        out[split] = mean.item()
+    model.train()
+    return out
+
+
+def gather(obj, ddp, world_size):
+    """Every process's obj as a list (rank order): each rank's loader and RNG state go into the checkpoint."""
+    if not ddp:
+        return [obj]
+    import torch.distributed as dist
+    objs = [None] * world_size
+    dist.all_gather_object(objs, obj)
+    return objs
+
+
+def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
+    """Runs the training loop described by cfg on model; returns a summary dict. Used by sft.py too."""
+    ddp, rank, local_rank, world_size = init_distributed()
+    master = rank == 0
+    dev, dt, ctx, scaler = setup_device(cfg["device"], cfg["dtype"], local_rank)
+    out_dir = Path(cfg["out_dir"])
+    raw_model = model.to(dev)
+    raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
+    optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
+                                    (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev)
+    iter_num, best_val, skipped_total, tokens_seen = 0, float("inf"), 0, 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        iter_num, best_val = resume["iter_num"], resume["best_val_loss"]
+        skipped_total, tokens_seen = resume["skipped_total"], resume["tokens_seen"]
+        mine = resume["ranks"][rank] if rank < len(resume["ranks"]) else resume["ranks"][0]
+        for split, state in mine["loaders"].items():
+            loaders[split].load_state_dict(state)
+        set_rng_state(mine["rng"])
+    model = raw_model
+    if cfg["compile"]:
+        model = torch.compile(model)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[local_rank] if dev.startswith("cuda") else None)
+    accum = cfg["gradient_accumulation_steps"]
+    tokens_per_step = cfg["batch_size"] * cfg["block_size"] * accum * world_size
+    device_name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else dev
+    metrics = None
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        import data
+        data.save_tokenizer(enc, out_dir)
+        metrics = open_metrics(out_dir / "metrics.jsonl", iter_num)
+        total, non_emb = raw_model.num_params()
+        flops = raw_model.flops_per_token() * tokens_per_step * cfg["max_iters"]
+        print(f"model: {total / 1e6:.2f}M parameters ({non_emb / 1e6:.2f}M non-embedding) | device {device_name}, "
+              f"{dt}, {world_size} process(es) | {tokens_per_step:,} tokens/step, {cfg['max_iters']:,} steps = "
+              f"{tokens_per_step * cfg['max_iters'] / 1e6:,.1f}M tokens, {flops:.2e} FLOPs planned")
+    wandb = None
+    if cfg.get("wandb_log") and master:
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("wandb_log=True needs wandb: pip install wandb")
+        wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"] or None, config=cfg)
+
+    def checkpoint(val_loss):
+        states = gather({"loaders": {s: l.state_dict() for s, l in loaders.items()}, "rng": rng_state()},
+                        ddp, world_size)
+        if master:
+            save_checkpoint(out_dir, {
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "model_config": asdict(raw_model.config), "config": cfg,
+                "iter_num": iter_num, "best_val_loss": best_val, "val_loss": val_loss,
+                "skipped_total": skipped_total, "tokens_seen": tokens_seen, "ranks": states,
+                "chat_template": None, **(extra_ckpt or {})})
+
+    norms, skips_in_row, t_start = [], 0, time.time()
+    losses = {}
+    just_resumed = resume is not None
+    model.train()
+    while True:
+        lr = get_lr(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        at_end = iter_num >= cfg["max_iters"]
+        if (iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
+            losses = estimate_loss(model, {k: loaders[k] for k in ("train", "val") if k in loaders},
+                                   cfg["eval_iters"], ctx, ddp)
+            improved = losses.get("val", float("inf")) < best_val
+            best_val = min(best_val, losses.get("val", float("inf")))
+            if master:
+                print(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
+                log_row(metrics, wandb, {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses.get("val")})
+            if (iter_num > 0 or cfg["max_iters"] == 0) and (improved or cfg["always_save_checkpoint"] or at_end):
+                checkpoint(losses.get("val"))
+        just_resumed = False
+        if at_end or cfg["eval_only"]:
+            break
+
+        # one optimizer step: forward under autocast, scaled backward, unscale, clip, guard, step, update
+        t0 = time.time()
+        loss_sum = torch.zeros((), device=dev)
+        for micro in range(accum):
+            x, y = loaders["train"].next_batch()
+            # gradients are all-reduced only on the last micro-step (DDP no_sync on the others)
+            sync = model.no_sync() if ddp and micro < accum - 1 else nullcontext()
+            with sync:
+                with ctx:
+                    _, loss = model(x, y)
+                    loss = loss / accum
+                scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"] or float("inf"))
+        if ddp:
+            import torch.distributed as dist
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+        # the one host sync per step: the guard needs the numbers (never per micro-step)
+        loss_val, norm_val = loss_sum.item(), norm.item()
+        median = float(np.median(norms[-cfg["grad_skip_window"]:])) if len(norms) >= 10 else None
+        reason = ("non-finite loss" if not math.isfinite(loss_val) else
+                  "non-finite gradient" if not math.isfinite(norm_val) else
+                  f"grad norm {norm_val:.3g} > {cfg['grad_skip_factor']}x median {median:.3g}"
+                  if cfg["grad_skip_factor"] and median and norm_val > cfg["grad_skip_factor"] * median else None)
+        if reason is None:
+            scaler.step(optimizer)
+            norms.append(norm_val)
+            skips_in_row = 0
+        else:
+            skipped_total += 1
+            skips_in_row += 1
+            if master:
+                print(f"iter {iter_num}: skipped step ({reason}); {skipped_total} skipped so far")
+                log_row(metrics, wandb, {"iter": iter_num, "skipped_step": reason, "skipped": skipped_total})
+        scaler.update()  # with fp16 an overflow lowers the scale; a no-op otherwise
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        tokens_seen += tokens_per_step
+        if skips_in_row >= cfg["max_skips_in_row"]:
+            checkpoint(None)
+            raise UserError(f"{skips_in_row} steps in a row were skipped ({reason}); the run is diverging: "
+                            f"resume from {out_dir} with a lower learning_rate or a higher grad_skip_factor")
+        dt_step = time.time() - t0
+        if master and iter_num % cfg["log_interval"] == 0:
+            tok_s = tokens_per_step / dt_step
+            mfu = raw_model.estimate_mfu(tok_s / world_size, device_name, cfg["block_size"])
+            row = {"iter": iter_num, "loss": loss_val, "lr": lr, "grad_norm": norm_val, "ms": dt_step * 1000,
+                   "tokens_per_s": tok_s, "mfu": mfu, "skipped": skipped_total}
+            mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
+            print(f"iter {iter_num}: loss {loss_val:.4f}, lr {lr:.2e}, norm {norm_val:.2f}, {dt_step * 1000:.1f}ms, "
+                  f"{tok_s:,.0f} tok/s{mfu_text}, skipped {skipped_total}")
+            log_row(metrics, wandb, row)
+
+    wall = time.time() - t_start
+    summary = {"iters": iter_num, "tokens": tokens_seen, "train_loss": losses.get("train"),
+               "val_loss": losses.get("val"), "wall_s": wall, "device_hours": wall * world_size / 3600,
+               "skipped": skipped_total}
+    if master:
+        print(f"done: {iter_num} steps, {tokens_seen / 1e6:,.2f}M tokens, {wall:.1f}s wall, "
+              f"{summary['device_hours']:.3f} device-hours, {skipped_total} skipped steps; checkpoint in {out_dir}")
+        log_row(metrics, wandb, {"summary": summary})
+        metrics.close()
+    return summary
+
+
+def open_metrics(path, start_iter):
+    """metrics.jsonl, appended; on resume, rows logged after the checkpoint was taken are dropped."""
+    rows = []
+    if start_iter and path.exists():
+        rows = [r for r in path.read_text().splitlines() if json.loads(r).get("iter", -1) <= start_iter
+                and "summary" not in r]
+    f = open(path, "w", buffering=1)
+    for r in rows:
+        f.write(r + "\n")
+    return f
+
+
+def log_row(metrics, wandb, row):
+    metrics.write(json.dumps(row) + "\n")
+    if wandb is not None:
+        wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+# -----------------------------------------------------------------------------
+# main: data, model, loop
+
+
+def prepare_loaders(cfg, rank, world_size, device):
+    """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins."""
+    import data
+    sources = []
+    for part in cfg["dataset"].split(","):
+        name, _, weight = part.partition(":") if not part.startswith(("files:", "hf:")) else (part, "", "")
+        folder = Path(cfg["data_dir"]) / data.derive_name(name)
+        if not (folder / "meta.json").exists():
+            if rank == 0:
+                print(f"{folder} has no bins yet: preparing them with data.py")
+                recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
+                data.prepare({**recipe, "dataset": name, "data_dir": cfg["data_dir"], "data_name": ""})
+            if world_size > 1:
+                import torch.distributed as dist
+                dist.barrier()
+        sources.append((str(folder), float(weight or 1.0)))
+    loaders = {split: data.Loader(sources, split, cfg["batch_size"], cfg["block_size"],
+                                  order=cfg["data_order"] if split == "train" else "random",
+                                  seed=cfg["seed"], rank=rank, world_size=world_size, device=device)
+               for split in ("train", "val")}
+    enc = data.load_tokenizer(sources[0][0])
+    return loaders, enc
+
+
+def main():
+    cfg = configurator.effective_config(globals())
+    ddp, rank, local_rank, world_size = init_distributed()
+    if rank == 0:
+        print("config:")
+        configurator.print_config(cfg)
+    torch.manual_seed(cfg["seed"] + rank)
+    random.seed(cfg["seed"] + rank)
+    np.random.seed(cfg["seed"] + rank)
+    dev, _, _, _ = setup_device(cfg["device"], cfg["dtype"], local_rank)
+    loaders, enc = prepare_loaders(cfg, rank, world_size, dev)
+    resume = None
+    if cfg["init_from"] == "scratch":
+        margs = {**model_args, "block_size": cfg["block_size"]}
+        margs.setdefault("vocab_size", loaders["train"].vocab_size)
+        model = GPT(GPTConfig(**margs))
+    elif cfg["init_from"] == "resume":
+        resume = read_checkpoint(cfg["out_dir"])
+        model = GPT(GPTConfig.from_dict(resume["model_config"]))
+        model.load_state_dict(resume["model"])
+    else:  # a new stage from an earlier run: its weights, fresh optimizer and schedule (cards 002 and 004)
+        model, _, _ = load_checkpoint(cfg["init_from"], "cpu", **{k: v for k, v in model_args.items()
+                                                                      if k == "dropout"})
+    import data
+    data.check_meta(loaders["train"].meta, model.config.vocab_size, data.tokenizer_hash(enc))
+    if cfg["block_size"] > model.config.block_size:
+        raise UserError(f"block_size={cfg['block_size']} is longer than the model's context "
+                        f"({model.config.block_size}); lower --block_size")
+    summary = train(cfg, model, enc, loaders, resume=resume)
+    if cfg["sample_prompt"] and rank == 0:
+        model.eval()
+        ids = torch.tensor([enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
+        eot = enc.encode_single_token("<|endoftext|>") if "<|endoftext|>" in enc.special_tokens_set else None
+        gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
+        out = [t.item() for t in model.generate(ids, cfg["sample_tokens"], temperature=0.8, top_k=50,
+                                                stop_tokens=[eot] if eot is not None else (), generator=gen)]
+        print("sample:\n" + cfg["sample_prompt"] + enc.decode([t for t in out if t != eot]))
+    if ddp:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":
+    configurator.configure(globals())
+    main()
