@@ -95,7 +95,6 @@ def configure(g, argv=None, prefix="", **overrides):
     file holds both stages without their numbers colliding."""
     if "_defaults" not in g:  # remember the file's own values so a second call starts clean
         g["_defaults"] = {k: v for k, v in g.items() if _known_constant(k, v)}
-        g["_defaults"]["model_args"] = dict(g.get("model_args", {}))
     for k, v in g["_defaults"].items():
         g[k] = dict(v) if isinstance(v, dict) else v
     script_keys = {k: v for k, v in g["_defaults"].items() if k != "model_args"}

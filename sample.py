@@ -33,7 +33,7 @@ repetition_penalty = 1.0        # card 003 samples with 1.1 (CTRL's penalty)
 stop = []                       # stop strings, e.g. --stop="['\n\n']"; the end-of-text token always stops
 seed = 1337
 kv_cache = True                 # False recomputes the whole context every token (for teaching and testing)
-truncate = False                # a prompt longer than the context: keep its last tokens (with a warning) instead of an error
+truncate = False                # a prompt longer than the context: keep its end (with a warning), not an error
 chat = False                    # interactive chat in the checkpoint's template, one stdin line per user turn
 chat_template = ""              # empty: the checkpoint's
 system = ""                     # a system message for chat
@@ -107,6 +107,12 @@ def special_id(enc, name):
     return enc.encode_single_token(name) if name in enc.special_tokens_set else None
 
 
+def start_ids(enc):
+    """nanochat's tokenizer opens every document with <|bos|> (card 004); the others need nothing."""
+    bos = special_id(enc, "<|bos|>")
+    return [] if bos is None else [bos]
+
+
 def end_ids(enc):
     """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
     return [i for i in (special_id(enc, "<|endoftext|>"), special_id(enc, "<|bos|>")) if i is not None]
@@ -124,15 +130,15 @@ def read_prompt(spec):
             raise UserError(f"--prompt=FILE:{path}: no such file")
         with open(path, encoding="utf-8") as f:
             return f.read()
-    return spec
+    return unescape(spec)
 
 
-def fit_context(ids, block_size, what="prompt"):
+def fit_context(ids, block_size, what="prompt", can_truncate=True):
     """A prompt must leave room for at least one new token; --truncate keeps its most recent tokens."""
     room = max(1, min(max_new_tokens, block_size // 2))
     if len(ids) + 1 <= block_size:
         return ids
-    if not truncate:
+    if not (truncate and can_truncate):
         raise UserError(f"the {what} is {len(ids)} tokens but the context is {block_size}; shorten it, or pass "
                         "--truncate=True to keep only its last tokens")
     print(f"warning: the {what} is {len(ids)} tokens; keeping its last {block_size - room} of a "
@@ -152,7 +158,7 @@ def fim_ids(enc, prefix, suffix):
 
 
 def unescape(text):
-    r"""--fim_prefix="def f():\n" arrives with a literal backslash-n from most shells."""
+    r"""--prompt="def f():\n" arrives with a literal backslash-n from most shells."""
     return text.encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") if "\\" in text else text
 
 # -----------------------------------------------------------------------------
@@ -181,7 +187,7 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
             del messages[first:first + 2]  # forget the oldest exchange (user + assistant) to fit the context
             ids = render_prompt(template, messages, enc)
         if len(ids) >= block:
-            print(f"error: this message is {len(ids)} tokens with the template; the context is {block}", file=sys.stderr)
+            print(f"error: this message is {len(ids)} tokens in the template; the context is {block}", file=sys.stderr)
             messages.pop()
             continue
         t0 = time.time()
@@ -216,17 +222,18 @@ def main():
     else:
         fim = bool(fim_prefix or fim_suffix)
         prefix, suffix = unescape(fim_prefix), unescape(fim_suffix)
-        if fim:
-            ids = fit_context(fim_ids(enc, prefix, suffix), model.config.block_size, "infilling prompt")
-        else:  # the user may type special tokens (e.g. <|bos|>) on purpose
-            ids = fit_context(enc.encode(read_prompt(prompt), allowed_special="all"), model.config.block_size)
-        if len(ids) + max_new_tokens > model.config.block_size:
-            print(f"note: only {model.config.block_size - len(ids)} new tokens fit after the prompt", file=sys.stderr)
+        block = model.config.block_size
+        if fim:  # cutting the front of an infilling prompt would cut its <|fim_prefix|>
+            ids = fit_context(fim_ids(enc, prefix, suffix), block, "infilling prompt", can_truncate=False)
+        else:  # the user may type special tokens on purpose
+            ids = fit_context(start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block)
+        if kv_cache and len(ids) + max_new_tokens > block:  # the cache holds one context; without it the window slides
+            print(f"note: only {block - len(ids)} new tokens fit after the prompt", file=sys.stderr)
         # the middle is shown in colour on a terminal; piped output is plain prefix + middle + suffix
         on, off = ("\033[1;32m", "\033[0m") if fim and sys.stdout.isatty() else ("", "")
         n_tokens, seconds = 0, 0.0
         for i in range(num_samples):
-            write(prefix + on if fim else enc.decode(ids))
+            write(prefix + on if fim else enc.decode(ids[len(start_ids(enc)):]))
             t0 = time.time()
             with ctx:
                 _, n = generate_text(model, enc, torch_tensor([ids], model), max_new_tokens, temperature, top_k,

@@ -24,7 +24,7 @@ emb_init_std = 0.0360844   # 768 ** -0.5 (RECIPES.md)
 
 # data (RECIPES.md): end-of-text after each document, one flat uint32 file
 dataset = "fineweb_edu"
-fineweb_shards = 13        # parquet files 000-012 of sample/10BT
+max_shards = 13             # parquet files 000-012 of sample/10BT
 tokenizer = "cl100k_base"
 fim_rate = 0.0
 
