@@ -321,9 +321,9 @@ URLS = {
     "hf_file": "https://huggingface.co/datasets/{repo}/resolve/main/{path}",
     "hf_tokenizer": "https://huggingface.co/{repo}/resolve/main/tokenizer.json",
     # fine-tuning sets (sft.py); parquet ones come from the hub's auto-converted parquet branch
-    "dolly_cleaned": "https://huggingface.co/datasets/databricks/databricks-dolly-15k/resolve/main/databricks-dolly-15k.jsonl",
+    "dolly_15k_cleaned": "https://huggingface.co/datasets/Cleanlab/databricks-dolly-15k-cleaned/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
     "python_code_instructions_18k": "https://huggingface.co/datasets/iamtarun/python_code_instructions_18k_alpaca/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
-    "magicoder_oss_instruct": "https://huggingface.co/datasets/ise-uiuc/Magicoder-OSS-Instruct-75K/resolve/main/data-oss_instruct-decontaminated.jsonl",
+    "magicoder_oss_75k": "https://huggingface.co/datasets/ise-uiuc/Magicoder-OSS-Instruct-75K/resolve/main/data-oss_instruct-decontaminated.jsonl",
     "smoltalk": "https://huggingface.co/datasets/HuggingFaceTB/smoltalk/resolve/refs%2Fconvert%2Fparquet/all/train/0000.parquet",
     "mmlu_aux": "https://huggingface.co/datasets/cais/mmlu/resolve/refs%2Fconvert%2Fparquet/auxiliary_train/train/0000.parquet",
     "gsm8k_train": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/train.jsonl",

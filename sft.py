@@ -13,7 +13,9 @@ A preset's `sft_learning_rate` (any `sft_KEY`) sets this script's `learning_rate
 pretraining and fine-tuning. Data: `--sft_data=NAME[:N],PATH.jsonl,...` mixes named sources (downloaded and
 cached, or generated here) and local JSONL files; N caps a source. Templates are in TEMPLATES below; each one
 renders a conversation to token ids and a loss mask, and sample.py / eval.py call `render_prompt` and
-`stop_tokens` so chat at inference matches training token for token.
+`stop_tokens` so chat at inference matches training token for token. The single-turn templates (alpaca,
+user_assistant, magicoder) render a longer conversation as its user/assistant pairs in sequence, each answer
+closed by its end token; every template but parchment merges a system message into the first user message.
 
 Batches (our choice): one conversation per row, right-padded to the longest row of the batch (rounded up to 32
 tokens so torch.compile sees few shapes), reshuffled each epoch, not bucketed by length (a batch of only long or
@@ -24,18 +26,18 @@ prompt before its first answer token, then as much of the answer as fits; such r
 
 import ast
 import glob
+import itertools
 import json
 import math
 import os
 import random
 import re
-import sys
 import sysconfig
-import time
 
 import torch
 
 from configurator import UserError, configure, print_config
+from model import IGNORE_INDEX
 
 # -----------------------------------------------------------------------------
 # config (a preset's sft_KEY overrides KEY; see configurator.configure's prefix)
@@ -73,8 +75,10 @@ eval_interval = 100
 eval_iters = 20
 log_interval = 10
 always_save_checkpoint = True
-grad_skip_factor = 0.0     # passed through to train.train's guard (0 = its default rule)
-max_skips_in_row = 10
+grad_skip_factor = 10.0    # train.py's guard: skip a step whose grad norm is 10x the recent median
+grad_skip_window = 50
+max_skips_in_row = 20
+activation_checkpointing = False  # card 000: how SFT fits a 4 GB GPU too
 device = "auto"
 dtype = "auto"
 compile = False
@@ -110,7 +114,8 @@ def _user_assistant(system, turns, sp):
     for user, answer in turns:
         yield f"User: {user_text(user)}\nAssistant:", 0
         if answer is not None:
-            yield from [(" " + answer, 1), (sp("<|endoftext|>"), 1)]
+            # one space after "Assistant:"; a reply read back from sample.py already starts with it
+            yield from [(" " + answer.removeprefix(" "), 1), (sp("<|endoftext|>"), 1)]
 
 
 def _magicoder(system, turns, sp):
@@ -132,8 +137,9 @@ def _nanochat(system, turns, sp):
 
 
 def _parchment(system, turns, sp):
-    # card 003: "{role}\n{content}<|endoftext|>\n" per message; the newline after a trained <|endoftext|> is
-    # never generated (sampling stops at <|endoftext|>), so it is not trained
+    # card 003: "{role}\n{content}<|endoftext|>\n" per message. Every answer is trained (the card trains what
+    # follows the last "assistant\n"; its data is single-turn, so the two agree) but not the newline after
+    # <|endoftext|>: sampling stops at <|endoftext|>, so the newline is never generated
     yield f"system\n{system or PARCHMENT_SYSTEM}", 0
     yield from [(sp("<|endoftext|>"), 0), ("\n", 0)]
     for user, answer in turns:
@@ -161,6 +167,8 @@ def check_messages(messages):
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
     first = 1 if isinstance(messages[0], dict) and messages[0].get("role") == "system" else 0
+    if len(messages) == first:
+        return "there is no user message"
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             return f"message {i} needs a string 'content'"
@@ -212,44 +220,43 @@ def pad_token(template, enc):
 
 
 def show(template, messages, enc):
-    """The rendered text with trained tokens inside ⟦ ⟧ (what the loss sees)."""
+    """The rendered text with the trained tokens inside ⟦ ⟧: what the loss sees."""
     ids, mask = render(template, messages, enc)
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j < len(ids) and mask[j] == mask[i]:
-            j += 1
-        text = enc.decode(ids[i:j])
-        out.append(f"⟦{text}⟧" if mask[i] else text)
-        i = j
-    return "".join(out)
+    runs = itertools.groupby(zip(ids, mask), key=lambda pair: pair[1])
+    return "".join(f"⟦{text}⟧" if m else text for m, run in runs for text in [enc.decode([t for t, _ in run])])
 
 # -----------------------------------------------------------------------------
 # data sources: local JSONL, downloads (data.URLS), and sets generated on this machine
 
-USER_KEYS = ("instruction", "problem", "question", "prompt")   # alpaca, magicoder, gsm8k, ...
-INPUT_KEYS = ("input", "context")                              # alpaca, dolly
+USER_KEYS = ("instruction", "problem", "question", "prompt")   # alpaca, dolly, magicoder, gsm8k
+INPUT_KEYS = ("input", "context")                              # alpaca, dolly (card 003: after a blank line)
 ANSWER_KEYS = ("output", "response", "solution", "answer", "completion")
 
 
+def chat(user, answer, **user_fields):
+    return [{"role": "user", "content": user, **user_fields}, {"role": "assistant", "content": answer}]
+
+
 def to_messages(row):
-    """A conversation from one JSON row of a common shape, or (None, what is wrong)."""
+    """(conversation, None) from one JSON row of a common shape, or (None, what is wrong with it)."""
     if not isinstance(row, dict):
         return None, "expected a JSON object"
     if "messages" in row:
-        return row["messages"], check_messages(row["messages"])
+        problem = check_messages(row["messages"])
+        if not problem and row["messages"][-1]["role"] != "assistant":
+            problem = "the last message must be the assistant's answer"
+        return row["messages"], problem
     user = next((row[k] for k in USER_KEYS if isinstance(row.get(k), str)), None)
     answer = next((row[k] for k in ANSWER_KEYS if isinstance(row.get(k), str)), None)
     if user is None or answer is None:
         return None, (f"expected 'messages' or an instruction ({'/'.join(USER_KEYS)}) and an answer "
-                      f"({'/'.join(ANSWER_KEYS)}), got keys {', '.join(sorted(row)) or 'none'}")
-    inp = next((row[k] for k in INPUT_KEYS if isinstance(row.get(k), str) and row[k].strip()), "")
-    return [{"role": "user", "content": user, "input": inp}, {"role": "assistant", "content": answer}], None
+                      f"({'/'.join(ANSWER_KEYS)}); got keys {', '.join(sorted(row)) or 'none'}")
+    return chat(user, answer, input=next((row[k] for k in INPUT_KEYS if isinstance(row.get(k), str)), "")), None
 
 
 def read_rows(path):
-    """(line number, row) of a .jsonl, .parquet (optional pyarrow) or .zip of JSONL files."""
-    if path.endswith(".parquet"):
+    """(line number, row) of a JSONL file, or of a parquet file (optional pyarrow)."""
+    if str(path).endswith(".parquet"):
         try:
             import pyarrow.parquet as pq
         except ImportError:
@@ -266,100 +273,93 @@ def read_rows(path):
 
 
 def read_conversations(path, keep=lambda row: True, convert=to_messages):
-    """Conversations of a file; a malformed row is an error naming its line, filtered rows are counted."""
+    """(conversations, rows filtered out) of a file; a malformed row is an error that names its line."""
     convs, filtered = [], 0
     for n, row in read_rows(path):
-        if not keep(row):
-            filtered += 1
-            continue
-        messages, problem = convert(row)
+        try:
+            messages, problem = convert(row) if keep(row) else (None, None)
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            messages, problem = None, f"missing or malformed field ({type(e).__name__}: {e})"
         if problem:
             raise UserError(f"{path} line {n}: {problem}")
-        if not messages[-1]["content"].strip():
-            filtered += 1  # an empty answer teaches nothing; counted in the report
+        if messages is None or not messages[-1]["content"].strip():
+            filtered += 1  # another category or language, or an empty answer: counted, reported
             continue
         convs.append(messages)
     return convs, filtered
 
 
-def download(key):
-    import data  # imported here: sft.py's templates need nothing from data.py
+def fetch(key):
+    """A download named in data.URLS (the one place for real URLs), cached by data.download."""
+    import data
     if key not in data.URLS:
-        raise UserError(f"data.URLS has no entry '{key}'")
+        raise UserError(f"data.URLS has no '{key}'; add its URL there to use this source")
     url = data.URLS[key]
-    return str(data.download(url, os.path.join("data", "sft", url.split("/")[-1].split("?")[0]), desc=key))
+    return data.download(url, data.CACHE_DIR / "sft" / (key + os.path.splitext(url.split("?")[0])[1]), desc=key)
 
 
 def multiple_choice(question, choices, answer):
-    """ARC / MMLU as a chat turn: the letters are the answer (nanochat's rendering, card 004)."""
-    letters = "ABCDEFGH"[:len(choices)]
-    lines = "\n".join(f"- {c}={l}" for l, c in zip(letters, choices))
-    prompt = f"Multiple Choice question: {question}\n{lines}\n\nRespond only with the letter of the correct answer."
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], None
+    """ARC / MMLU as a chat turn whose answer is a letter (nanochat's rendering, card 004)."""
+    lines = "\n".join(f"- {c}={letter}" for letter, c in zip("ABCDEFGH", choices))
+    return chat(f"Multiple Choice question: {question}\n{lines}\n\nRespond only with the letter of the correct answer.",
+                answer), None
 
 
-def arc_rows(path):
+def arc():
     import zipfile
-    out = os.path.join(os.path.dirname(path), "arc")
-    with zipfile.ZipFile(path) as z:
-        names = [n for n in z.namelist() if re.search(r"ARC-(Easy|Challenge)-Train\.jsonl$", n)]
-        z.extractall(out, names)
-    convs, filtered = [], 0
-    for name in sorted(names):  # card 004: ARC-Easy + ARC-Challenge train
-        c, f = read_conversations(os.path.join(out, name), convert=lambda r: multiple_choice(
-            r["question"]["stem"], [c["text"] for c in r["question"]["choices"]], r["answerKey"]))
-        convs, filtered = convs + c, filtered + f
+    path, convs, filtered = fetch("arc"), [], 0
+    with zipfile.ZipFile(path) as z:  # card 004: ARC-Easy + ARC-Challenge, train splits
+        names = sorted(n for n in z.namelist() if re.search(r"ARC-(Easy|Challenge)-Train\.jsonl$", n))
+        z.extractall(path.parent / "arc", names)
+    for name in names:
+        got, dropped = read_conversations(path.parent / "arc" / name, convert=lambda r: multiple_choice(
+            r["question"]["stem"], [choice["text"] for choice in r["question"]["choices"]], r["answerKey"]))
+        convs, filtered = convs + got, filtered + dropped
     return convs, filtered
 
 
-def gsm8k_answer(row):
-    # GSM8K's <<48/2=24>> calculator notes are tool calls in nanochat; we have no tool, so they go
-    return to_messages({"question": row["question"], "answer": re.sub(r"<<[^>]*>>", "", row["answer"])})
-
-
 DOLLY_CATEGORIES = ("closed_qa", "open_qa", "information_extraction")  # card 003
-DOWNLOADED = {  # name: function() -> (conversations, filtered rows)
-    "dolly_qa": lambda: read_conversations(download("dolly_cleaned"), lambda r: r.get("category") in DOLLY_CATEGORIES),
-    "python_code_instructions_18k": lambda: read_conversations(download("python_code_instructions_18k")),
-    "magicoder_python": lambda: read_conversations(download("magicoder_oss_instruct"),
-                                                   lambda r: r.get("lang") == "python"),  # card 000
-    "smoltalk": lambda: read_conversations(download("smoltalk")),
-    "gsm8k": lambda: read_conversations(download("gsm8k_train"), convert=gsm8k_answer),
-    "arc": lambda: arc_rows(download("arc")),
-    "mmlu_aux": lambda: read_conversations(download("mmlu_aux"), convert=lambda r: multiple_choice(
+DOWNLOADED = {  # name: function() -> (conversations, rows filtered out)
+    "dolly_qa": lambda: read_conversations(fetch("dolly_15k_cleaned"), lambda r: r.get("category") in DOLLY_CATEGORIES),
+    "python_code_instructions_18k": lambda: read_conversations(fetch("python_code_instructions_18k")),  # card 001
+    "magicoder_python": lambda: read_conversations(fetch("magicoder_oss_75k"), lambda r: r.get("lang") == "python"),
+    "smoltalk": lambda: read_conversations(fetch("smoltalk")),
+    # GSM8K's <<48/2=24>> calculator notes are tool calls in nanochat; without a tool they are dropped
+    "gsm8k": lambda: read_conversations(fetch("gsm8k_train"), convert=lambda r: (
+        chat(r["question"], re.sub(r"<<[^>]*>>", "", r["answer"])), None)),
+    "arc": arc,
+    "mmlu_aux": lambda: read_conversations(fetch("mmlu_aux"), convert=lambda r: multiple_choice(
         r["question"], list(r["choices"]), "ABCD"[r["answer"]])),
 }
 
 
 def simplemath(n, rng, hi=999):
-    """Card 003's SimpleMath: the four operators balanced, exact answers. Subtraction keeps a >= b and
-    division is built as a = b * q, so every answer is a non-negative integer and all numbers are <= hi."""
+    """Card 003's SimpleMath, "47 + 83 =" -> "130": the four operators in turn, exact answers. Subtraction
+    puts the larger operand first and division is built as (b * q) / b, so every answer is a whole number >= 0
+    and every operand lies in 0..hi."""
     convs = []
     for i in range(n):
-        op = "+-*/"[i % 4]
-        a, b = rng.randint(0, hi), rng.randint(0, hi)
+        op, a, b = "+-*/"[i % 4], rng.randint(0, hi), rng.randint(0, hi)
         if op == "-":
             a, b = max(a, b), min(a, b)
-        if op == "/":
-            b = rng.randint(1, hi)
+        elif op == "/":
+            b = rng.randint(1, max(hi, 1))
             a = b * rng.randint(0, hi // b)
-        answer = {"+": a + b, "-": a - b, "*": a * b, "/": a // max(b, 1)}[op]
-        convs.append([{"role": "user", "content": f"{a} {op} {b} ="}, {"role": "assistant", "content": str(answer)}])
+        convs.append(chat(f"{a} {op} {b} =", str({"+": a + b, "-": a - b, "*": a * b, "/": a // max(b, 1)}[op])))
     return convs
 
 
 def word_list():
-    """Words for the spelling tasks: the system dictionary when present, else the stdlib's docstrings."""
+    """Offline words: the system dictionary when there is one, else the words of stdlib docstrings."""
     if os.path.exists("/usr/share/dict/words"):
         with open("/usr/share/dict/words", encoding="utf-8", errors="ignore") as f:
-            words = {w.strip() for w in f if re.fullmatch(r"[a-z]{3,12}", w.strip())}
-    else:
-        words = set()
-        for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))[:60]:
-            with open(path, encoding="utf-8", errors="ignore") as f:
-                for doc in re.findall(r'"""(.*?)"""', f.read(), re.S):
-                    words.update(re.findall(r"\b[a-z]{3,12}\b", doc))
-    return sorted(words) or ["strawberry", "banana", "python", "language", "model", "letter", "spelling"]
+            return sorted({w.strip() for w in f if re.fullmatch(r"[a-z]{3,12}", w.strip())})
+    words = set()
+    for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))[:60]:
+        with open(path, encoding="utf-8", errors="ignore") as f:
+            for doc in re.findall(r'"""(.*?)"""', f.read(), re.S):
+                words.update(re.findall(r"\b[a-z]{3,12}\b", doc))
+    return sorted(words) or ["strawberry", "banana", "python", "letter"]
 
 
 COUNT_PHRASES = ["How many times does the letter '{l}' appear in '{w}'?", "How many {l}s are in the word {w}?",
@@ -367,18 +367,17 @@ COUNT_PHRASES = ["How many times does the letter '{l}' appear in '{w}'?", "How m
 
 
 def spelling(n, rng):
-    """Card 004: "Spell the word: w" -> "w:w,o,r,d", alternating with letter counting: an enumeration of the
-    letters, then the count (a letter not in the word one time in four, so 0 is an answer too)."""
+    """Card 004: "Spell the word: w" -> "w:w,o,r,d", alternating with letter counting in varied phrasings,
+    answered by enumerating the letters, then the count (one letter in four is not in the word: 0 happens)."""
     words, convs = word_list(), []
     for i in range(n):
         w = rng.choice(words)
         if i % 2 == 0:
-            q, a = f"Spell the word: {w}", f"{w}:{','.join(w)}"
-        else:
-            letter = rng.choice(w) if rng.random() < 0.75 else rng.choice("abcdefghijklmnopqrstuvwxyz")
-            q = rng.choice(COUNT_PHRASES).format(l=letter, w=w)
-            a = f"Spelling it out: {','.join(w)}. The letter '{letter}' appears {w.count(letter)} times."
-        convs.append([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+            convs.append(chat(f"Spell the word: {w}", f"{w}:{','.join(w)}"))
+            continue
+        letter = rng.choice(w) if rng.random() < 0.75 else rng.choice("abcdefghijklmnopqrstuvwxyz")
+        convs.append(chat(rng.choice(COUNT_PHRASES).format(l=letter, w=w),
+                          f"Spelling it out: {','.join(w)}. The letter '{letter}' appears {w.count(letter)} times."))
     return convs
 
 
@@ -387,29 +386,28 @@ IDENTITY_QUESTIONS = ["Who are you?", "What is your name?", "Tell me about yours
 
 
 def identity(n, rng, name, description):
-    answers = [f"I am {name}, {description}.", f"My name is {name}. I am {description}.",
-               f"Hello! I'm {name}, {description}."]
-    return [[{"role": "user", "content": rng.choice(IDENTITY_QUESTIONS)},
-             {"role": "assistant", "content": rng.choice(answers)}] for _ in range(n)]
+    """Card 004's identity conversations, from the preset's identity_name and identity_description."""
+    answers = [f"I am {name}, {description}.", f"My name is {name}. I am {description}.", f"Hello! I'm {name}, {description}."]
+    return [chat(rng.choice(IDENTITY_QUESTIONS), rng.choice(answers)) for _ in range(n)]
 
 
 def stdlib_functions(n, rng, max_chars=800):
-    """Code instructions from this interpreter's standard library: a documented top-level function becomes
-    "Write a function `name(args)` ..." (its docstring's first line) -> its source."""
+    """Code instructions from this interpreter's standard library: each documented public top-level function
+    becomes "Write a function `name(args)` that does this: <first docstring line>" -> its source."""
     convs = []
     for path in sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py"))):
         with open(path, encoding="utf-8", errors="ignore") as f:
             src = f.read()
         try:
-            tree = ast.parse(src)
+            tree, lines = ast.parse(src), src.splitlines(keepends=True)
         except SyntaxError:
-            continue  # a test fixture that is not valid Python on purpose
+            continue  # the stdlib ships a few files that are invalid on purpose (test fixtures)
         for node in tree.body:
             doc = isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and ast.get_docstring(node)
-            code = ast.get_source_segment(src, node) if doc else None
+            code = "".join(lines[node.lineno - 1:node.end_lineno]) if doc else ""  # decorators left out
             if code and len(code) <= max_chars:
-                task = f"Write a function `{node.name}({ast.unparse(node.args)})` that does this: {doc.splitlines()[0]}"
-                convs.append([{"role": "user", "content": task}, {"role": "assistant", "content": code}])
+                sig = f"{node.name}({ast.unparse(node.args)})"
+                convs.append(chat(f"Write a function `{sig}` that does this: {doc.splitlines()[0]}", code))
     rng.shuffle(convs)
     return convs[:n]
 
@@ -418,29 +416,28 @@ GENERATED = {  # name: (function(n, rng, cfg) -> conversations, default count)
     "simplemath": (lambda n, rng, c: simplemath(n, rng, c["simplemath_max"]), 10_000),  # card 003: 2,500 per op
     "spelling": (lambda n, rng, c: spelling(n, rng), 600),                                # card 004: 300 + 300
     "identity": (lambda n, rng, c: identity(n, rng, c["identity_name"], c["identity_description"]), 200),
-    "stdlib_functions": (lambda n, rng, c: stdlib_functions(n, rng), 10_000),
+    "stdlib_functions": (lambda n, rng, c: stdlib_functions(n, rng), 10_000),             # all of them (~500)
 }
 
 
 def load_conversations(spec, cfg):
-    """All conversations of `sft_data`, each source capped by its :N or max_examples; prints what was kept."""
+    """Every conversation of sft_data, each source capped by its :N or max_examples; reports what was kept."""
     rng, convs = random.Random(cfg["seed"]), []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, cap = item.rpartition(":") if re.search(r":\d+$", item) else (item, "", "")
-        limit = int(cap) if cap else cfg["max_examples"]
-        filtered = 0
+        name, cap = item.rsplit(":", 1) if re.search(r":\d+$", item) else (item, "")
+        limit, filtered = int(cap) if cap else cfg["max_examples"], 0
         if name in GENERATED:
             make, default = GENERATED[name]
             got = make(limit or default, rng, cfg)
         elif name in DOWNLOADED:
             got, filtered = DOWNLOADED[name]()
-        elif os.path.exists(name):
+        elif os.path.isfile(name):
             got, filtered = read_conversations(name)
         else:
-            raise UserError(f"sft_data '{name}' is neither a file nor a source; sources: "
-                            f"{', '.join(list(GENERATED) + list(DOWNLOADED))}")
+            raise UserError(f"sft_data '{name}' is neither a file nor a source ({', '.join([*GENERATED, *DOWNLOADED])})")
         kept = got[:limit] if limit else got
-        print(f"sft_data {name}: {len(kept):,} conversations (filtered {filtered:,}, over the cap {len(got) - len(kept):,})")
+        print(f"sft_data {name}: {len(kept):,} conversations ({filtered:,} rows filtered out, "
+              f"{len(got) - len(kept):,} over the cap)")
         convs += kept
     return convs
 
@@ -483,11 +480,11 @@ class ConversationLoader:
         T = max(len(ids) for ids, _ in rows) - 1
         T = min(32 * math.ceil(T / 32), self.max_T)
         x = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-        y = torch.full((len(rows), T), -1, dtype=torch.long)
+        y = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
         for i, (ids, mask) in enumerate(rows):
             ids_t, mask_t = torch.tensor(ids), torch.tensor(mask, dtype=torch.bool)
             x[i, :len(ids) - 1] = ids_t[:-1]
-            y[i, :len(ids) - 1] = torch.where(mask_t[1:], ids_t[1:], -1)  # a target is trained iff its token is
+            y[i, :len(ids) - 1] = torch.where(mask_t[1:], ids_t[1:], IGNORE_INDEX)  # trained iff its token is
         return x.to(self.device), y.to(self.device)
 
     def state_dict(self):
@@ -503,9 +500,9 @@ class MidtrainLoader:
     to rows from the pretraining bins (data.Loader), in a fixed ratio per batch."""
 
     def __init__(self, examples, n_chat, block_size, device, pretrain=None, rank=0, world_size=1):
-        self.stream = torch.tensor([t for ids, _ in examples for t in ids], dtype=torch.long)
-        if len(self.stream) <= block_size * world_size:
-            raise UserError(f"midtraining needs more than {block_size * world_size} tokens of conversations; add sft_data")
+        stream = torch.tensor([t for ids, _ in examples for t in ids], dtype=torch.long)
+        need = (block_size + 1) * world_size  # a small val split is repeated until one window per rank fits
+        self.stream = stream.repeat(math.ceil((need + 1) / len(stream)))
         self.n_chat, self.block_size, self.device, self.pretrain = n_chat, block_size, device, pretrain
         self.rank, self.world_size, self.pos = rank, world_size, 0
 
@@ -514,14 +511,14 @@ class MidtrainLoader:
         for _ in range(self.n_chat):
             if self.pos + (self.rank + 1) * T + 1 > len(self.stream):
                 self.pos = 0
-            start = self.pos + self.rank * T  # each rank its own window
+            start = self.pos + self.rank * T  # each rank its own windows
             rows.append(self.stream[start:start + T + 1])
             self.pos += self.world_size * T
-        chat = torch.stack(rows) if rows else torch.empty(0, self.block_size + 1, dtype=torch.long)
+        chat = torch.stack(rows)                                                  # (n_chat, T + 1)
         x, y = chat[:, :-1].to(self.device), chat[:, 1:].to(self.device)
         if self.pretrain is not None:
             px, py = self.pretrain.next_batch()
-            x, y = torch.cat([x, px]), torch.cat([y, py])
+            x, y = torch.cat([x, px]), torch.cat([y, py])                         # (batch_size, T)
         return x, y
 
     def state_dict(self):
@@ -531,3 +528,76 @@ class MidtrainLoader:
         self.pos = sd["pos"]
         if self.pretrain is not None:
             self.pretrain.load_state_dict(sd["pretrain"])
+
+# -----------------------------------------------------------------------------
+# main
+
+
+def main(argv=None):
+    cfg = configure(globals(), argv, prefix="sft_")
+    if chat_template not in TEMPLATES:
+        raise UserError(f"unknown chat template '{chat_template}'; choose one of {', '.join(TEMPLATES)}")
+    if not 0 <= midtrain_ratio <= 1 or (midtrain_ratio > 0 and epochs > 0):
+        raise UserError("midtrain_ratio is a fraction of each batch (0..1), and midtraining counts max_iters, not epochs")
+    if init_from != "resume" and os.path.abspath(init_from) == os.path.abspath(out_dir):
+        raise UserError(f"out_dir {out_dir} is the base checkpoint's directory; give the fine-tuned model its own")
+    source = out_dir if init_from == "resume" else init_from
+    if not os.path.exists(source):
+        raise UserError(f"no checkpoint at {source}; pretrain first (python train.py) or set --init_from")
+    import train
+    _, rank, local_rank, world_size = train.init_distributed()
+    convs = load_conversations(sft_data, cfg)  # before the model: a bad data line fails fast
+    if len(convs) < 2 * world_size:
+        raise UserError(f"sft_data gave {len(convs)} conversations; each process needs a train and a val one")
+    dev, _, _, _ = train.setup_device(device, dtype, local_rank)
+    model, enc, ckpt = train.load_checkpoint(source, dev, dropout=dropout)  # card 000: dropout 0 in SFT
+    if init_from == "resume" and ckpt.get("chat_template") != chat_template:
+        raise UserError(f"{out_dir} was fine-tuned with the '{ckpt.get('chat_template')}' template, not '{chat_template}'")
+    if show_example:
+        print(show(chat_template, convs[0], enc))
+        return None
+
+    block = model.config.block_size
+    random.Random(seed).shuffle(convs)
+    n_val = max(world_size, round(val_fraction * len(convs)))  # every rank needs a val row
+    examples, cut = {"val": [], "train": []}, 0
+    for i, conv in enumerate(convs):
+        ids, mask, was_cut = fit_context(*render(chat_template, conv, enc), block + 1)
+        examples["val" if i < n_val else "train"].append((ids, mask))
+        cut += was_cut
+    n_tok = sum(len(ids) for ids, _ in examples["train"])
+    n_trained = sum(sum(mask) for _, mask in examples["train"])
+    print(f"{len(examples['train']):,} train / {n_val:,} val conversations, {n_tok:,} train tokens "
+          f"({n_trained / n_tok:.0%} trained), {cut:,} cut to the {block}-token context")
+
+    bins = ""
+    if midtrain_ratio > 0:
+        import data
+        base = ckpt["config"]  # default bins: the base run's dataset (the first part of a mixture)
+        bins = pretrain_data or base.get("pretrain_data") or os.path.join(
+            base["data_dir"], data.derive_name(base["dataset"].split(",")[0].split(":")[0]))
+        n_chat, loaders = max(1, round(midtrain_ratio * batch_size)), {}
+        for split in examples:
+            bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,
+                                     world_size=world_size, device=dev) if n_chat < batch_size else None
+            if bin_loader:
+                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc))
+            loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
+    else:
+        pad = pad_token(chat_template, enc)
+        loaders = {split: ConversationLoader(examples[split], batch_size, pad, dev, seed, split == "train", rank, world_size)
+                   for split in examples}
+    iters = max_iters
+    if epochs > 0:  # passes over the training conversations (cards 001, 003)
+        iters = math.ceil(epochs * len(examples["train"]) / (batch_size * gradient_accumulation_steps * world_size))
+    run = {**cfg, "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
+           "warmup_iters": round(warmup_frac * iters) if warmup_frac > 0 else warmup_iters,
+           "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
+    if rank == 0:
+        print_config(run)
+    return train.train(run, model, enc, loaders, extra_ckpt={"chat_template": chat_template},
+                       resume=ckpt if init_from == "resume" else None)
+
+
+if __name__ == "__main__":
+    main()

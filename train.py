@@ -218,12 +218,17 @@ def estimate_loss(model, loaders, eval_iters, ctx, ddp):
     out = {}
     model.eval()
     for split, loader in loaders.items():
+        # the train split is measured on the batches about to be trained on, then rewound: an
+        # evaluation must not skip training data (a sequential curriculum or an SFT epoch would lose it)
+        position = loader.state_dict() if split == "train" else None
         losses = torch.zeros(eval_iters, device=next(model.parameters()).device)
         for k in range(eval_iters):
             x, y = loader.next_batch()
             with ctx:
                 _, loss = model(x, y)
             losses[k] = loss
+        if position is not None:
+            loader.load_state_dict(position)
         mean = losses.mean()
         if ddp:
             import torch.distributed as dist
@@ -328,8 +333,10 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         # one optimizer step: forward under autocast, scaled backward, unscale, clip, guard, step, update
         t0 = time.time()
         loss_sum = torch.zeros((), device=dev)
+        step_tokens = 0  # counted from the batches: padded SFT batches are shorter than block_size
         for micro in range(accum):
             x, y = loaders["train"].next_batch()
+            step_tokens += x.numel() * world_size
             # gradients are all-reduced only on the last micro-step (DDP no_sync on the others)
             sync = model.no_sync() if ddp and micro < accum - 1 else nullcontext()
             with sync:
@@ -363,14 +370,14 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         scaler.update()  # with fp16 an overflow lowers the scale; a no-op otherwise
         optimizer.zero_grad(set_to_none=True)
         iter_num += 1
-        tokens_seen += tokens_per_step
+        tokens_seen += step_tokens
         if skips_in_row >= cfg["max_skips_in_row"]:
             checkpoint(None)
             raise UserError(f"{skips_in_row} steps in a row were skipped ({reason}); the run is diverging: "
                             f"resume from {out_dir} with a lower learning_rate or a higher grad_skip_factor")
         dt_step = time.time() - t0
         if master and iter_num % cfg["log_interval"] == 0:
-            tok_s = tokens_per_step / dt_step
+            tok_s = step_tokens / dt_step
             mfu = raw_model.estimate_mfu(tok_s / world_size, device_name, cfg["block_size"])
             row = {"iter": iter_num, "loss": loss_val, "lr": lr, "grad_norm": norm_val, "ms": dt_step * 1000,
                    "tokens_per_s": tok_s, "mfu": mfu, "skipped": skipped_total}

@@ -55,6 +55,7 @@ sft_gradient_accumulation_steps = 4
 sft_learning_rate = 5e-5   # our choice
 sft_min_lr = 5e-6
 sft_warmup_iters = 50
+sft_weight_decay = 0.0     # our choice
 
 # eval (card 001): validation perplexity and syntax pass rate (compile())
 eval_tasks = "val_ppl,syntax"

@@ -48,13 +48,14 @@ out_dir = "out/parchment_166m"
 sft_init_from = "out/parchment_166m"
 sft_out_dir = "out/parchment_166m_sft"
 chat_template = "parchment"
-sft_data = "dolly_qa,simplemath"   # dolly-15k cleaned: closed_qa, open_qa, information_extraction; SimpleMath 2,500 per operator
-simplemath_per_op = 2500
+sft_data = "dolly_qa,simplemath:10000"   # dolly-15k cleaned: closed_qa, open_qa, information_extraction; SimpleMath 2,500 per operator
+simplemath_max = 999               # card 003's examples use up to 4-digit operands; reliable up to 2-3 digits
 sft_epochs = 8                     # card 003
 sft_batch_size = 16
 sft_gradient_accumulation_steps = 2
 sft_learning_rate = 1e-4           # card 003: cosine
 sft_min_lr = 0.0
+sft_weight_decay = 0.0             # our choice: the card is silent
 sft_warmup_frac = 0.05             # RECIPES.md: 5% warmup
 sft_compile = False
 

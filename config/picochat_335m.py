@@ -1,7 +1,7 @@
 # picochat_335m: PicoChat, a 335M nanochat-style chat model (card 004: seeds/004; nanochat as of Nov 2025).
 #   python data.py --preset=picochat_335m      # FineWeb-Edu, own BPE 65,536 (digits grouped 1-2), <|bos|> per document
 #   python train.py --preset=picochat_335m     # base: ~442M tokens at 8,192 tokens/step
-#   python sft.py --preset=picochat_335m --midtrain=True --init_from=out/picochat_335m --out_dir=out/picochat_335m_mid \
+#   python sft.py --preset=picochat_335m --midtrain_ratio=0.5 --init_from=out/picochat_335m --out_dir=out/picochat_335m_mid \
 #       --sft_data=smoltalk,mmlu_aux,gsm8k,identity,spelling --max_iters=4000   # midtraining: all tokens, packed, mixed
 #   python sft.py --preset=picochat_335m       # SFT from out/picochat_335m_mid: 1,000 steps at batch 8
 #   python sample.py --out_dir=out/picochat_335m_sft --chat=True
@@ -66,6 +66,7 @@ sft_gradient_accumulation_steps = 1
 sft_learning_rate = 2e-5           # our choice
 sft_min_lr = 0.0
 sft_warmup_iters = 0
+sft_eval_interval = 100
 identity_name = "PicoChat"
 identity_description = "a 335M-parameter language model trained from scratch on a MacBook Air; a bit silly, often wrong, sometimes delightful"
 

@@ -65,6 +65,7 @@ sft_learning_rate = 1e-4
 sft_warmup_iters = 100
 sft_max_iters = 400
 sft_weight_decay = 0.01
+sft_eval_interval = 100
 sft_dtype = "float32"
 sft_dropout = 0.0
 

@@ -61,6 +61,7 @@ sft_gradient_accumulation_steps = 4
 sft_learning_rate = 5e-5
 sft_min_lr = 5e-6
 sft_warmup_iters = 100
+sft_weight_decay = 0.0     # our choice
 
 # eval (card 002's table: HumanEval 0-shot and MBPP 3-shot at temperature 0.2, 512 new tokens)
 temperature = 0.2
