@@ -52,7 +52,7 @@ log_interval = 20
 device = "cpu"
 dtype = "float32"
 out_dir = "out/tiny"
-sample_prompt = "def "
+sample_prompt = "import os\n\n\ndef "
 
 # SFT on embedded, generated sets (no download)
 sft_init_from = "out/tiny"

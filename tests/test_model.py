@@ -254,3 +254,14 @@ def test_configure_twice_starts_from_defaults_and_prefix_stages():
     assert g["learning_rate"] == 1.0 and g["model_args"] == {}
     with pytest.raises(SystemExit):
         configurator.configure(g, ["--batch_size=2.5"])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model = make("pycraft").train()
+        model.grad_checkpointing = checkpointing
+        idx = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+        model(idx, targets=idx)[1].backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

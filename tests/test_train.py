@@ -192,3 +192,42 @@ def test_bad_input_is_one_line(data_dir, tmp_path, extra, words):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert words in r.stderr
+
+
+class FixedBatches:
+    """A loader that hands out rows of one fixed tensor, batch_size at a time, cycling."""
+
+    def __init__(self, data, batch_size):
+        self.data, self.batch_size, self.pos = data, batch_size, 0
+
+    def next_batch(self):
+        rows = self.data[self.pos:self.pos + self.batch_size]
+        self.pos = (self.pos + self.batch_size) % len(self.data)
+        return rows[:, :-1], rows[:, 1:]
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, sd):
+        self.pos = sd["pos"]
+
+
+def test_gradient_accumulation_equals_the_full_batch(tmp_path):
+    """Two micro-batches of 2 must step exactly like one batch of 4: same loss, same gradient norm
+    (the loss is divided by the accumulation), same weights after the step."""
+    tokens = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(3))
+    weights, logged = [], []
+    for batch, accum in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        model = train.GPT(train.GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_embd=16, n_head=2))
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        cfg = loop_cfg(tmp_path / f"{batch}", batch_size=batch, gradient_accumulation_steps=accum, block_size=16,
+                       max_iters=1, eval_iters=1, warmup_iters=0, grad_clip=0.0)
+        loaders = {"train": FixedBatches(tokens, batch), "val": FixedBatches(tokens, batch)}
+        train.train(cfg, model, data.load_tokenizer("cl100k_base"), loaders)
+        weights.append(model.state_dict())
+        logged.append(next(r for r in metrics(tmp_path / f"{batch}") if "grad_norm" in r))
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+    assert not torch.equal(weights[0]["blocks.0.mlp.c_fc.weight"], initial["blocks.0.mlp.c_fc.weight"])
+    assert abs(logged[0]["loss"] - logged[1]["loss"]) < 1e-5
+    assert abs(logged[0]["grad_norm"] - logged[1]["grad_norm"]) < 1e-5
