@@ -393,7 +393,10 @@ def stdlib_files():
     site = {os.path.realpath(paths["purelib"]), os.path.realpath(paths["platlib"])}
     found = []
     for folder, dirs, files in os.walk(paths["stdlib"]):
-        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in site]
+        # by name too: inside a venv, purelib is the venv's, and the base interpreter's site-packages
+        # still sits under the stdlib folder
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in site
+                   and d not in ("site-packages", "dist-packages")]
         found += [Path(folder) / f for f in files if f.endswith(".py")]
     return sorted(found)
 

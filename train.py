@@ -60,6 +60,7 @@ weight_decay = 0.1          # on 2-D tensors only
 beta1 = 0.9
 beta2 = 0.95
 adam_eps = 1e-8
+muon_lr = 0.0               # > 0: Muon for the matrices inside the blocks at this peak LR (nanochat: 0.02)
 grad_clip = 1.0             # 0 disables clipping
 # grad-skip guard (card 001's "gradient skip blocks")
 grad_skip_factor = 10.0     # skip a step whose grad norm exceeds this multiple of the recent median; 0 disables
@@ -129,13 +130,75 @@ def setup_device(device="auto", dtype="auto", local_rank=0):
     return device, dtype, ctx, scaler
 
 
-def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device):
-    """AdamW with weight decay on matrices and embeddings only; norms and biases are not decayed."""
+def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device, muon_lr=0.0):
+    """AdamW with weight decay on matrices and embeddings only; norms and biases are not decayed.
+    With muon_lr > 0 the matrices inside the blocks move to Muon instead (nanochat, card 004)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+    matrices = [p for p in model.blocks.parameters() if p.dim() == 2] if muon_lr else []
+    in_muon = {id(p) for p in matrices}
+    groups = [{"params": [p for p in params if p.dim() >= 2 and id(p) not in in_muon], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     fused = device.startswith("cuda")  # one kernel for all tensors; foreach (the default) elsewhere
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused)
+    if not matrices:
+        return adamw
+    return Optimizers(adamw, Muon(matrices, lr=muon_lr, lr_scale=muon_lr / learning_rate))
+
+
+def orthogonalize(G, steps=5):
+    """The nearest semi-orthogonal matrix to G, approximately: a quintic Newton-Schulz iteration whose
+    coefficients (3.4445, -4.7750, 2.0315) Keller Jordan tuned for speed over exactness (Muon, 2024)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = G.size(0) > G.size(1)
+    X = G.bfloat16().T if tall else G.bfloat16()
+    X = X / (X.norm() + 1e-7)  # singular values into [0, 1], where the iteration converges
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.T if tall else X).to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum SGD whose update for each weight matrix is orthogonalized: every direction of the
+    matrix moves by the same amount, however skewed the raw gradient is."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, lr_scale=1.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "lr_scale": lr_scale})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = orthogonalize(p.grad.lerp(buf, group["momentum"]))  # Nesterov
+                p.add_(update, alpha=-group["lr"] * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+
+
+class Optimizers:
+    """Two optimizers stepped as one, so the loop, the GradScaler and checkpoints see one object."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+        self.state = {}  # GradScaler keys its bookkeeping by id(optimizer), never reads this
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, sd):
+        for o, s in zip(self.optimizers, sd["optimizers"]):
+            o.load_state_dict(s)
 
 
 def get_lr(it, cfg):
@@ -257,7 +320,7 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     raw_model = model.to(dev)
     raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
     optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
-                                    (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev)
+                                    (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev, cfg.get("muon_lr", 0.0))
     iter_num, best_val, skipped_total, tokens_seen = 0, float("inf"), 0, 0
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -314,7 +377,7 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     while True:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         at_end = iter_num >= cfg["max_iters"]
         if (iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
             losses = estimate_loss(model, {k: loaders[k] for k in ("train", "val") if k in loaders},

@@ -231,3 +231,23 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
     assert not torch.equal(weights[0]["blocks.0.mlp.c_fc.weight"], initial["blocks.0.mlp.c_fc.weight"])
     assert abs(logged[0]["loss"] - logged[1]["loss"]) < 1e-5
     assert abs(logged[0]["grad_norm"] - logged[1]["grad_norm"]) < 1e-5
+
+
+def test_orthogonalize_flattens_the_spectrum():
+    G = torch.randn(32, 64) @ torch.diag(torch.logspace(-2, 1, 64))  # singular values spread over 3 decades
+    s = torch.linalg.svdvals(train.orthogonalize(G).float())
+    assert s.min() > 0.5 and s.max() < 1.3
+    assert train.orthogonalize(G.T).shape == (64, 32)
+
+
+def test_muon_trains_and_its_state_round_trips(data_dir, tmp_path):
+    summary = run_in_process(args(data_dir, tmp_path, "--max_iters=30", "--eval_interval=30", "--muon_lr=0.02"))
+    evals = [r["val_loss"] for r in metrics(tmp_path) if "val_loss" in r]
+    assert evals[-1] < evals[0] - 0.7 and summary["skipped"] == 0
+    sd = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]
+    model, _, _ = train.load_checkpoint(tmp_path)
+    fresh = train.configure_optimizer(model, 0.1, 3e-3, (0.9, 0.95), 1e-8, "cpu", muon_lr=0.02)
+    fresh.load_state_dict(sd)
+    muon = fresh.optimizers[1]
+    assert len(muon.state) == len(muon.param_groups[0]["params"]) > 0
+    assert muon.param_groups[0]["lr_scale"] == pytest.approx(0.02 / 3e-3)
