@@ -65,10 +65,11 @@ def test_resume_after_sigkill_is_bit_exact(data_dir, tmp_path):
               if not a.startswith("--out_dir")]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     run_in_process([f"--out_dir={whole}", *common])
-    proc = subprocess.Popen([sys.executable, "train.py", f"--out_dir={cut}", *common], cwd=ROOT,
+    # -u: unbuffered, so the line arrives as it is printed and the kill lands mid-run
+    proc = subprocess.Popen([sys.executable, "-u", "train.py", f"--out_dir={cut}", *common], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # the checkpoint of iteration 20 is written before step 21 is logged
-        if line.startswith("iter 23:"):
+        if line.startswith("iter 21:"):
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait()
