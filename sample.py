@@ -14,6 +14,7 @@ with train.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at
 
 import codecs
 import os
+import re
 import sys
 import time
 
@@ -103,6 +104,18 @@ def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, re
     return [s.text for s in streams], sum(s.n_tokens for s in streams)
 
 
+def check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples=1):
+    """Settings that would otherwise fail deep in the model, or quietly sample nothing, are one clear error."""
+    problems = [text for bad, text in [
+        (max_new_tokens < 1 or num_samples < 1, "max_new_tokens and num_samples must be at least 1"),
+        (temperature < 0, "temperature must be >= 0 (0 = greedy)"),
+        (top_k < 0, "top_k must be >= 0 (0 = off)"),
+        (not 0 < top_p <= 1, "top_p must lie in (0, 1] (1 = off)"),
+        (repetition_penalty <= 0, "repetition_penalty must be > 0 (1 = off)")] if bad]
+    if problems:
+        raise UserError("; ".join(problems))
+
+
 def special_id(enc, name):
     return enc.encode_single_token(name) if name in enc.special_tokens_set else None
 
@@ -126,10 +139,13 @@ def read_prompt(spec):
         return sys.stdin.read()
     if spec.startswith("FILE:"):
         path = spec[len("FILE:"):]
-        if not os.path.exists(path):
+        if not os.path.isfile(path):
             raise UserError(f"--prompt=FILE:{path}: no such file")
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError:
+            raise UserError(f"--prompt=FILE:{path} is not UTF-8 text; convert it (iconv -t utf-8) first") from None
     return unescape(spec)
 
 
@@ -157,19 +173,25 @@ def fim_ids(enc, prefix, suffix):
     return [p] + enc.encode_ordinary(prefix) + [s] + enc.encode_ordinary(suffix) + [m]
 
 
+# Python's string escapes; a non-ASCII character typed as itself is left alone (decoding the whole text with
+# unicode_escape would read its UTF-8 bytes as latin-1 and mangle it)
+ESCAPE = re.compile(r"""\\(?:[\\'"abfnrtv]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[0-7]{1,3})""")
+
+
 def unescape(text):
     r"""--prompt="def f():\n" arrives with a literal backslash-n from most shells."""
-    return text.encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") if "\\" in text else text
+    try:
+        return ESCAPE.sub(lambda m: codecs.decode(m.group(0), "unicode_escape"), text)
+    except UnicodeError:  # \N{...} with an unknown name, \U beyond U+10FFFF
+        raise UserError(f"cannot read the escapes in {text!r}; check the \\N{{...}} names and \\U codes") from None
 
 # -----------------------------------------------------------------------------
 # the three modes
 
 
 def chat_loop(model, enc, ckpt, ctx, generator, write):
-    from sft import render_prompt, stop_tokens
-    template = chat_template or ckpt.get("chat_template") or ""
-    if not template:
-        raise UserError("this checkpoint has no chat template (fine-tune it with sft.py) or pass --chat_template=NAME")
+    from sft import checkpoint_template, render_prompt, stop_tokens
+    template = checkpoint_template(ckpt, chat_template)
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
     n_tokens, seconds = 0, 0.0
@@ -209,6 +231,7 @@ def torch_tensor(rows, model):
 def main():
     import torch
     from train import load_checkpoint, setup_device
+    check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
     dev, _, ctx, _ = setup_device(device, dtype)
     model, enc, ckpt = load_checkpoint(out_dir, dev)
     generator = torch.Generator(device=dev).manual_seed(seed)

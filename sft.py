@@ -27,7 +27,6 @@ prompt before its first answer token, then as much of the answer as fits; such r
 import ast
 import glob
 import itertools
-import json
 import math
 import os
 import random
@@ -210,6 +209,16 @@ def render_prompt(template, messages, enc):
     return render(template, messages, enc)[0]
 
 
+def checkpoint_template(ckpt, override=""):
+    """The template chat with a checkpoint uses: the override, else the one it was fine-tuned with."""
+    template = override or ckpt.get("chat_template") or ""
+    if not template:
+        raise UserError("this checkpoint has no chat template: fine-tune it with sft.py, or pass --chat_template=NAME")
+    if template not in TEMPLATES:
+        raise UserError(f"unknown chat template '{template}'; choose one of {', '.join(TEMPLATES)}")
+    return template
+
+
 def stop_tokens(template, enc):
     return [special(enc, name, template) for name in STOP.get(template, ["<|endoftext|>"])]
 
@@ -263,13 +272,8 @@ def read_rows(path):
             raise UserError(f"{path} is a parquet file, which needs pyarrow: pip install pyarrow") from None
         yield from enumerate(pq.read_table(path).to_pylist(), 1)
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path} line {n}: not valid JSON ({e.msg}); fix or delete that line") from None
+    import data
+    yield from data.read_jsonl(path)
 
 
 def read_conversations(path, keep=lambda row: True, convert=to_messages):
@@ -290,12 +294,9 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
 
 
 def fetch(key):
-    """A download named in data.URLS (the one place for real URLs), cached by data.download."""
+    """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
     import data
-    if key not in data.URLS:
-        raise UserError(f"data.URLS has no '{key}'; add its URL there to use this source")
-    url = data.URLS[key]
-    return data.download(url, data.CACHE_DIR / "sft" / (key + os.path.splitext(url.split("?")[0])[1]), desc=key)
+    return data.fetch(key, data.CACHE_DIR / "sft")
 
 
 def multiple_choice(question, choices, answer):
@@ -537,6 +538,10 @@ def main(argv=None):
     cfg = configure(globals(), argv, prefix="sft_")
     if chat_template not in TEMPLATES:
         raise UserError(f"unknown chat template '{chat_template}'; choose one of {', '.join(TEMPLATES)}")
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction={val_fraction} must lie between 0 and 1: a share of the conversations held out")
+    if batch_size < 1:
+        raise UserError(f"batch_size={batch_size} must be at least 1")
     if not 0 <= midtrain_ratio <= 1 or (midtrain_ratio > 0 and epochs > 0):
         raise UserError("midtrain_ratio is a fraction of each batch (0..1), and midtraining counts max_iters, not epochs")
     if init_from != "resume" and os.path.abspath(init_from) == os.path.abspath(out_dir):
@@ -560,6 +565,9 @@ def main(argv=None):
     block = model.config.block_size
     random.Random(seed).shuffle(convs)
     n_val = max(world_size, round(val_fraction * len(convs)))  # every rank needs a val row
+    if len(convs) - n_val < world_size:
+        raise UserError(f"{len(convs)} conversations leave no training ones after {n_val} for val; "
+                        "add data or lower val_fraction")
     examples, cut = {"val": [], "train": []}, 0
     for i, conv in enumerate(convs):
         ids, mask, was_cut = fit_context(*render(chat_template, conv, enc), block + 1)
@@ -574,8 +582,8 @@ def main(argv=None):
     if midtrain_ratio > 0:
         import data
         base = ckpt["config"]  # default bins: the base run's dataset (the first part of a mixture)
-        bins = pretrain_data or base.get("pretrain_data") or os.path.join(
-            base["data_dir"], data.derive_name(base["dataset"].split(",")[0].split(":")[0]))
+        bins = pretrain_data or base.get("pretrain_data") or str(
+            data.dataset_sources(base["dataset"], base["data_dir"])[0][1])
         n_chat, loaders = max(1, round(midtrain_ratio * batch_size)), {}
         for split in examples:
             bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,

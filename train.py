@@ -486,9 +486,7 @@ def prepare_loaders(cfg, rank, world_size, device):
     """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins."""
     import data
     sources = []
-    for part in cfg["dataset"].split(","):
-        name, _, weight = part.partition(":") if not part.startswith(("files:", "hf:")) else (part, "", "")
-        folder = Path(cfg["data_dir"]) / data.derive_name(name)
+    for name, folder, weight in data.dataset_sources(cfg["dataset"], cfg["data_dir"]):
         if not (folder / "meta.json").exists():
             if rank == 0:
                 print(f"{folder} has no bins yet: preparing them with data.py")
@@ -497,7 +495,7 @@ def prepare_loaders(cfg, rank, world_size, device):
             if world_size > 1:
                 import torch.distributed as dist
                 dist.barrier()
-        sources.append((str(folder), float(weight or 1.0)))
+        sources.append((str(folder), weight))
     loaders = {split: data.Loader(sources, split, cfg["batch_size"], cfg["block_size"],
                                   order=cfg["data_order"] if split == "train" else "random",
                                   seed=cfg["seed"], rank=rank, world_size=world_size, device=device)
@@ -536,13 +534,12 @@ def main():
                         f"({model.config.block_size}); lower --block_size")
     summary = train(cfg, model, enc, loaders, resume=resume)
     if cfg["sample_prompt"] and rank == 0:
-        model.eval()
-        ids = torch.tensor([enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
-        eot = enc.encode_single_token("<|endoftext|>") if "<|endoftext|>" in enc.special_tokens_set else None
+        from sample import end_ids, generate_text, start_ids
+        ids = torch.tensor([start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
         gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
-        out = [t.item() for t in model.generate(ids, cfg["sample_tokens"], temperature=0.8, top_k=50,
-                                                stop_tokens=[eot] if eot is not None else (), generator=gen)]
-        print("sample:\n" + cfg["sample_prompt"] + enc.decode([t for t in out if t != eot]))
+        texts, _ = generate_text(model.eval(), enc, ids, cfg["sample_tokens"], 0.8, 50, None, 1.0,
+                                 stop_ids=end_ids(enc), generator=gen)
+        print("sample:\n" + cfg["sample_prompt"] + texts[0])
     if ddp:
         import torch.distributed as dist
         dist.destroy_process_group()

@@ -541,3 +541,18 @@ def test_benchmark_tiny_prepare(tmp_path):
                        capture_output=True, text=True)
     print(r.stdout[-600:], r.stderr[-300:], f"\ntiny prepare: {time.time() - t0:.1f}s")
     assert r.returncode == 0
+
+
+def test_jsonl_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"text": "café"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        list(data.read_jsonl(path))
+
+
+def test_dataset_sources_name_folders_and_weights():
+    assert data.dataset_sources("stdlib_python", "data") == [("stdlib_python", Path("data/stdlib_python"), 1.0)]
+    assert data.dataset_sources("code:0.6,web:0.4", "d") == [("code", Path("d/code"), 0.6), ("web", Path("d/web"), 0.4)]
+    assert data.dataset_sources("files:~/notes/", "d") == [("files:~/notes/", Path("d/files_notes"), 1.0)]
+    with pytest.raises(UserError, match="weight"):
+        data.dataset_sources("code:lots", "d")

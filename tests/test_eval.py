@@ -303,3 +303,11 @@ def test_syntax_pass_rate_on_fixed_completions():
 ])
 def test_gsm8k_final_number(text, number):
     assert ev.extract_number(text) == number
+
+
+def test_benchmark_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "x.jsonl").write_text(json.dumps({"prompt": "p"}) + "\n")
+    monkeypatch.setattr(ev, "data_path", str(tmp_path / "x.jsonl"))
+    for task in ("gsm8k", "arc_easy", "hellaswag", "mbpp", "humaneval"):
+        with pytest.raises(UserError, match="entry 1 has no"):
+            ev.load_problems(task)

@@ -229,3 +229,18 @@ def test_benchmark_tokens_per_second_with_and_without_the_kv_cache():
           f"{rates[True]:.1f} tokens/s with the KV cache, {rates[False]:.1f} without "
           f"({rates[True] / rates[False]:.1f}x)")
     assert texts[True] == texts[False]
+
+
+@pytest.mark.parametrize("typed, meant", [(r"def f():\n    return 1", "def f():\n    return 1"),
+                                          ("é\\tü", "é\tü"), (r"\u4e2d", "中"), (r"a\\n", "a\\n"), ("plain", "plain")])
+def test_prompt_escapes_are_python_escapes_and_other_text_is_kept(typed, meant):
+    assert sample.unescape(typed) == meant
+
+
+@pytest.mark.parametrize("settings", [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0),
+                                      dict(top_k=-1), dict(repetition_penalty=0.0), dict(num_samples=0)])
+def test_impossible_sampling_settings_are_a_clear_error(settings):
+    args = dict(max_new_tokens=8, temperature=0.8, top_k=0, top_p=1.0, repetition_penalty=1.0, num_samples=1)
+    sample.check_sampling(**args)
+    with pytest.raises(UserError):
+        sample.check_sampling(**{**args, **settings})
