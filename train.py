@@ -322,11 +322,13 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
                                     (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev, cfg.get("muon_lr", 0.0))
     iter_num, best_val, skipped_total, tokens_seen = 0, float("inf"), 0, 0
+    norms, skips_in_row = [], 0  # the guard's memory: recent accepted grad norms, skips since the last step taken
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         iter_num, best_val = resume["iter_num"], resume["best_val_loss"]
         skipped_total, tokens_seen = resume["skipped_total"], resume["tokens_seen"]
+        norms, skips_in_row = list(resume["recent_grad_norms"]), resume["skips_in_row"]
         mine = resume["ranks"][rank] if rank < len(resume["ranks"]) else resume["ranks"][0]
         for split, state in mine["loaders"].items():
             loaders[split].load_state_dict(state)
@@ -368,9 +370,10 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
                 "scaler": scaler.state_dict(), "model_config": asdict(raw_model.config), "config": cfg,
                 "iter_num": iter_num, "best_val_loss": best_val, "val_loss": val_loss,
                 "skipped_total": skipped_total, "tokens_seen": tokens_seen, "ranks": states,
+                "recent_grad_norms": norms, "skips_in_row": skips_in_row,
                 "chat_template": None, **(extra_ckpt or {})})
 
-    norms, skips_in_row, t_start = [], 0, time.time()
+    t_start = time.time()
     losses = {}
     just_resumed = resume is not None
     model.train()
@@ -415,14 +418,14 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
         # the one host sync per step: the guard needs the numbers (never per micro-step)
         loss_val, norm_val = loss_sum.item(), norm.item()
-        median = float(np.median(norms[-cfg["grad_skip_window"]:])) if len(norms) >= 10 else None
+        median = float(np.median(norms)) if len(norms) >= 10 else None
         reason = ("non-finite loss" if not math.isfinite(loss_val) else
                   "non-finite gradient" if not math.isfinite(norm_val) else
                   f"grad norm {norm_val:.3g} > {cfg['grad_skip_factor']}x median {median:.3g}"
                   if cfg["grad_skip_factor"] and median and norm_val > cfg["grad_skip_factor"] * median else None)
         if reason is None:
             scaler.step(optimizer)
-            norms.append(norm_val)
+            norms = (norms + [norm_val])[-cfg["grad_skip_window"]:]
             skips_in_row = 0
         else:
             skipped_total += 1
