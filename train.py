@@ -111,7 +111,8 @@ def setup_device(device="auto", dtype="auto", local_rank=0):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores; bf16 runs are unaffected
         torch.backends.cudnn.allow_tf32 = True
-    if dtype == "auto":
+    chosen = dtype == "auto"
+    if chosen:
         if kind == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         elif kind == "mps":
@@ -125,7 +126,10 @@ def setup_device(device="auto", dtype="auto", local_rank=0):
         try:
             ctx = torch.autocast(device_type=kind, dtype=getattr(torch, dtype))
         except RuntimeError as e:
-            raise UserError(f"{dtype} autocast is not supported on {device} ({e}); use --dtype=float32")
+            if not chosen:
+                raise UserError(f"{dtype} autocast is not supported on {device} ({e}); use --dtype=float32")
+            print(f"note: {dtype} autocast is not supported on {device} in this PyTorch; training in float32")
+            dtype = "float32"  # older PyTorch on MPS: autocast only where supported (RECIPES.md, card 004)
     scaler = torch.amp.GradScaler(kind, enabled=dtype == "float16")
     return device, dtype, ctx, scaler
 
