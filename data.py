@@ -310,10 +310,13 @@ def _hf_split_pattern(pre, name):
     raise UserError(f"{name}: pre-tokenizer {kinds} is not supported for conversion to tiktoken")
 
 
-def _special_id(enc, token):
-    if token not in enc._special_tokens:
-        raise UserError(f"tokenizer {enc.name} has no {token} token; add it to special_tokens or change the setting that needs it")
-    return enc._special_tokens[token]
+def special_id(enc, token, needed_by=None):
+    """The id of a special token; when it is missing, None, or one clear error if `needed_by` needs it."""
+    if token in enc.special_tokens_set:
+        return enc.encode_single_token(token)
+    if needed_by:
+        raise UserError(f"the tokenizer {enc.name} has no {token} token, which {needed_by} needs")
+    return None
 
 
 # -----------------------------------------------------------------------------
@@ -650,7 +653,7 @@ def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="
             parts = parts + [(EOT, "")]
         for special, text in parts:
             if special:
-                layout.append(_special_id(enc, special))
+                layout.append(special_id(enc, special, "fim_rate > 0 (add it to special_tokens)"))
             if text:
                 layout.append(None)
                 texts.append(text)
@@ -725,7 +728,7 @@ def prepare(cfg=None):
     else:
         enc = load_tokenizer(cfg["tokenizer"])
     for token in [cfg["bos_token"] or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if cfg["fim_rate"] else []):
-        _special_id(enc, token)  # fail before hours of tokenizing, not after
+        special_id(enc, token, "the data settings (special_tokens, fim_rate, bos_token)")  # fail before hours of tokenizing
     tok_hash = tokenizer_hash(enc)
     save_tokenizer(enc, out_dir)
     dtype = bin_dtype(enc.n_vocab)

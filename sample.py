@@ -18,6 +18,7 @@ import re
 import sys
 import time
 
+import data
 from configurator import UserError
 
 # -----------------------------------------------------------------------------
@@ -116,19 +117,15 @@ def check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty
         raise UserError("; ".join(problems))
 
 
-def special_id(enc, name):
-    return enc.encode_single_token(name) if name in enc.special_tokens_set else None
-
-
 def start_ids(enc):
     """nanochat's tokenizer opens every document with <|bos|> (card 004); the others need nothing."""
-    bos = special_id(enc, "<|bos|>")
+    bos = data.special_id(enc, "<|bos|>")
     return [] if bos is None else [bos]
 
 
 def end_ids(enc):
     """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
-    return [i for i in (special_id(enc, "<|endoftext|>"), special_id(enc, "<|bos|>")) if i is not None]
+    return [i for i in (data.special_id(enc, "<|endoftext|>"), data.special_id(enc, "<|bos|>")) if i is not None]
 
 # -----------------------------------------------------------------------------
 # prompts
@@ -165,11 +162,11 @@ def fit_context(ids, block_size, what="prompt", can_truncate=True):
 def fim_ids(enc, prefix, suffix):
     """Card 000's infilling prompt, PSM order: <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>."""
     names = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
-    missing = [n for n in names if special_id(enc, n) is None]
+    missing = [n for n in names if data.special_id(enc, n) is None]
     if missing:
         raise UserError(f"this checkpoint's tokenizer has no {', '.join(missing)}: fill-in-the-middle needs a model "
                         "trained with FIM tokens (e.g. --preset=pycraft_55m, card 000)")
-    p, s, m = (special_id(enc, n) for n in names)
+    p, s, m = (data.special_id(enc, n) for n in names)
     return [p] + enc.encode_ordinary(prefix) + [s] + enc.encode_ordinary(suffix) + [m]
 
 

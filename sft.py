@@ -35,6 +35,7 @@ import sysconfig
 
 import torch
 
+import data
 from configurator import UserError, configure, print_config
 from model import IGNORE_INDEX
 
@@ -154,11 +155,7 @@ PAD = {"parchment": "<|endofprompt|>", "nanochat": "<|assistant_end|>"}  # card 
 
 
 def special(enc, name, template):
-    try:
-        return enc.encode_single_token(name)
-    except KeyError:
-        raise UserError(f"the tokenizer has no {name} token, which the '{template}' template needs; "
-                        f"pick another --chat_template") from None
+    return data.special_id(enc, name, f"the '{template}' template (or pick another --chat_template)")
 
 
 def check_messages(messages):
@@ -272,7 +269,6 @@ def read_rows(path):
             raise UserError(f"{path} is a parquet file, which needs pyarrow: pip install pyarrow") from None
         yield from enumerate(pq.read_table(path).to_pylist(), 1)
         return
-    import data
     yield from data.read_jsonl(path)
 
 
@@ -295,7 +291,6 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
 
 def fetch(key):
     """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
-    import data
     return data.fetch(key, data.CACHE_DIR / "sft")
 
 
@@ -488,10 +483,16 @@ class ConversationLoader:
             y[i, :len(ids) - 1] = torch.where(mask_t[1:], ids_t[1:], IGNORE_INDEX)  # trained iff its token is
         return x.to(self.device), y.to(self.device)
 
+    def fingerprint(self):
+        return [len(self.examples), sum(len(ids) for ids, _ in self.examples)]
+
     def state_dict(self):
-        return {"epoch": self.epoch, "pos": self.pos}
+        return {"epoch": self.epoch, "pos": self.pos, "data": self.fingerprint()}
 
     def load_state_dict(self, sd):
+        if sd["data"] != self.fingerprint():
+            raise UserError("the checkpoint's data position belongs to other conversations; resume with the "
+                            "same --sft_data, --max_examples and --val_fraction")
         self.epoch, self.pos = sd["epoch"], sd["pos"]
         self.order = self._order()
 
@@ -580,7 +581,6 @@ def main(argv=None):
 
     bins = ""
     if midtrain_ratio > 0:
-        import data
         base = ckpt["config"]  # default bins: the base run's dataset (the first part of a mixture)
         bins = pretrain_data or base.get("pretrain_data") or str(
             data.dataset_sources(base["dataset"], base["data_dir"])[0][1])

@@ -17,8 +17,6 @@ import json
 import math
 import os
 import random
-import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict

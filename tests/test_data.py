@@ -332,7 +332,7 @@ def test_prepare_writes_bins_meta_and_tokenizer(tmp_path):
                special_tokens=SPECIALS, filters="card001", val_fraction=0.25, fim_rate=0.0, quality_order=False)
     cfg["_ignored"] = "keys other scripts own are ignored"
     out = data.prepare(cfg)
-    assert out == tmp_path / "data" / f"files_src"
+    assert out == tmp_path / "data" / "files_src"
     meta = data.read_meta(out)
     stats = meta["filter_stats"]
     assert stats["kept"] == 12 and stats["dropped"] == {"duplicate": 1, "does_not_compile": 1, "unreadable": 1}

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import configurator
 from model import GPT, GPTConfig, KVCache, apply_rope, rope_cache

@@ -356,3 +356,16 @@ def test_midtraining_packs_conversations_untrimmed_and_mixes_pretraining(byte_en
     after = loader.next_batch()
     loader.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(after, loader.next_batch()))
+
+
+def test_resume_refuses_a_data_position_from_other_conversations():
+    examples = [([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], [0, 1, 1])]
+    loader = sft.ConversationLoader(examples, 1, 0, "cpu")
+    loader.next_batch()
+    state = loader.state_dict()
+    same = sft.ConversationLoader(list(examples), 1, 0, "cpu")
+    same.load_state_dict(state)
+    assert torch.equal(same.next_batch()[0], loader.next_batch()[0])
+    other = sft.ConversationLoader(examples + [([8, 9], [0, 1])], 1, 0, "cpu")
+    with pytest.raises(SystemExit, match="same --sft_data"):
+        other.load_state_dict(state)
