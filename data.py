@@ -391,6 +391,9 @@ def download(url, dest, headers=None, desc=None, retries=2):
         except requests.RequestException as e:
             error = e
     size = part.stat().st_size if part.exists() else 0
+    if not size:
+        raise UserError(f"{desc}: cannot reach {url.split('/')[2]} ({type(error).__name__}); check the connection, "
+                        "or use local data (--dataset=files:PATH, --data_path for benchmarks)")
     raise UserError(f"{desc}: download interrupted ({type(error).__name__}); run the same command again to resume from "
                     f"{size / 1e6:.1f} MB")
 
