@@ -252,3 +252,10 @@ def test_muon_trains_and_its_state_round_trips(data_dir, tmp_path):
     muon = fresh.optimizers[1]
     assert len(muon.state) == len(muon.param_groups[0]["params"]) > 0
     assert muon.param_groups[0]["lr_scale"] == pytest.approx(0.02 / 3e-3)
+
+
+def test_bf16_autocast_keeps_fp32_weights(data_dir, tmp_path):
+    summary = run_in_process(args(data_dir, tmp_path, "--max_iters=5", "--eval_interval=5", "--dtype=bfloat16"))
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert math.isfinite(summary["val_loss"]) and ckpt["config"]["dtype"] == "bfloat16"
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
