@@ -496,7 +496,8 @@ def prepare_loaders(cfg, rank, world_size, device):
             if rank == 0:
                 print(f"{folder} has no bins yet: preparing them with data.py")
                 recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
-                data.prepare({**recipe, "dataset": name, "data_dir": cfg["data_dir"], "data_name": ""})
+                # the recipe's data settings, with this run's overrides of the keys both share (vocab_size, seed)
+                data.prepare({**recipe, **cfg, "dataset": name, "data_name": ""})
             if world_size > 1:
                 import torch.distributed as dist
                 dist.barrier()

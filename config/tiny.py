@@ -6,13 +6,14 @@
 #   python sample.py --out_dir=out/tiny_sft --chat=True
 
 # model: pycraft's flags at a size a 2-core CPU trains in minutes
+# (2.48M parameters: 7.7 min end to end on 2 cores; d=128 and vocab 2,048 would be 1.3M in 5.2 min)
 n_layer = 4
-n_embd = 128
-n_head = 4
+n_embd = 160
+n_head = 4                 # head_dim 40
 n_kv_head = 2              # GQA 2:1 as in card 000 (there 8:2)
-ffn_hidden = 384
+ffn_hidden = 448
 block_size = 256
-vocab_size = 2048
+vocab_size = 4096
 pos = "rope"
 norm = "rmsnorm"
 norm_eps = 1e-6
