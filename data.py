@@ -65,9 +65,8 @@ bos_token = ""  # "": documents end with <|endoftext|>; "<|bos|>": each document
 num_proc = 0  # tokenizer threads (0 = all cores)
 seed = 1337
 
-CONFIG_KEYS = ("dataset", "data_name", "data_dir", "max_docs", "max_chars", "max_shards", "tokenizer", "vocab_size",
-               "special_tokens", "split_pattern", "tokenizer_train_chars", "filters", "dedup", "quality_order",
-               "fim_rate", "fim_spm_rate", "val_fraction", "bos_token", "num_proc", "seed")
+# the constants above, which prepare() takes from a preset or another script's config
+CONFIG_KEYS = tuple(k for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, list)))
 CACHE_DIR = Path(os.environ.get("SLM_CACHE_DIR", Path.home() / ".cache" / "slm"))  # downloads land here
 
 # -----------------------------------------------------------------------------
@@ -784,9 +783,8 @@ def prepare(cfg=None):
         "vocab_size": enc.n_vocab, "dtype": np.dtype(dtype).name, "special_tokens": enc._special_tokens,
         "train_tokens": counts["train"]["tokens"], "val_tokens": counts["val"]["tokens"],
         "train_docs": counts["train"]["docs"], "val_docs": counts["val"]["docs"],
-        "max_token_id": max(c["max_id"] for c in counts.values()), "filters": cfg["filters"], "filter_stats": stats,
-        "dedup": cfg["dedup"], "quality_order": cfg["quality_order"], "fim_rate": cfg["fim_rate"],
-        "fim_spm_rate": cfg["fim_spm_rate"], "bos_token": cfg["bos_token"], "config": cfg,
+        "max_token_id": max(c["max_id"] for c in counts.values()), "filter_stats": stats,
+        "config": cfg,  # every setting that made these bins: filters, dedup, quality order, FIM, bos token
     }
     if scores:
         meta["quality"] = {"mean": float(np.mean(scores)), "share_ge_0.8": float(np.mean(np.array(scores) >= 0.8 - 1e-9))}
