@@ -313,8 +313,18 @@ def gather(obj, ddp, world_size):
     return objs
 
 
+def check_config(cfg):
+    """The loop's counts must be positive: a zero would divide by zero, or silently average nothing."""
+    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        if cfg[key] < 1:
+            raise UserError(f"{key}={cfg[key]} must be at least 1")
+    if cfg["max_iters"] < 0 or cfg["learning_rate"] <= 0:
+        raise UserError(f"max_iters={cfg['max_iters']} must be >= 0 and learning_rate={cfg['learning_rate']} > 0")
+
+
 def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     """Runs the training loop described by cfg on model; returns a summary dict. Used by sft.py too."""
+    check_config(cfg)
     ddp, rank, local_rank, world_size = init_distributed()
     master = rank == 0
     dev, dt, ctx, scaler = setup_device(cfg["device"], cfg["dtype"], local_rank)
@@ -512,6 +522,7 @@ def prepare_loaders(cfg, rank, world_size, device):
 
 def main():
     cfg = configurator.effective_config(globals())
+    check_config(cfg)  # before any data is prepared
     ddp, rank, local_rank, world_size = init_distributed()
     if rank == 0:
         print("config:")

@@ -184,6 +184,8 @@ def test_ddp_two_processes_with_gloo(data_dir, tmp_path):
     (["--vocab_size=100"], "vocab_size=100"),
     (["--block_size=100000"], "fewer than one context window"),
     (["--device=cuda"], "no CUDA GPU"),
+    (["--eval_interval=0"], "eval_interval=0 must be at least 1"),
+    (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
 ])
 def test_bad_input_is_one_line(data_dir, tmp_path, extra, words):
     r = subprocess.run([sys.executable, "train.py", *args(data_dir, tmp_path, "--max_iters=1"), *extra],
