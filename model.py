@@ -19,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from configurator import UserError
+
 IGNORE_INDEX = -1  # label value that contributes no loss (prompt and padding positions in SFT)
 
 
@@ -49,6 +51,11 @@ class GPTConfig:
     pad_vocab_multiple: int = 1     # pad the embedding rows to a multiple (64 speeds up the matmul); the pad rows are never targets
 
     def __post_init__(self):
+        small = [f"{k}={getattr(self, k)}" for k in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")
+                 if getattr(self, k) < 1] + [f"{k}={getattr(self, k)}" for k in ("n_kv_head", "ffn_hidden")
+                                             if getattr(self, k) < 0]
+        if small:
+            raise UserError(f"{', '.join(small)}: sizes must be positive (n_kv_head and ffn_hidden may be 0 = default)")
         problems = []
         kv = self.n_kv_head or self.n_head
         if self.n_embd % self.n_head:
@@ -63,7 +70,6 @@ class GPTConfig:
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             problems.append("RoPE needs an even head size (n_embd / n_head)")
         if problems:
-            from configurator import UserError
             raise UserError("; ".join(problems))
 
     @property

@@ -235,6 +235,7 @@ def test_model_summary_json():
     (["--n_layer=abc"], "expects an integer"),
     (["--mlp=geglu"], "mlp='geglu' is not one of"),
     (["n_layer=3"], "--key=value"),
+    (["--n_head=0"], "sizes must be positive"),
 ])
 def test_config_errors_are_one_line(args, words):
     r = subprocess.run([sys.executable, "model.py", *args], cwd=ROOT, capture_output=True, text=True)
