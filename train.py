@@ -457,11 +457,14 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         if master and iter_num % cfg["log_interval"] == 0:
             tok_s = step_tokens / dt_step
             mfu = raw_model.estimate_mfu(tok_s / world_size, device_name, cfg["block_size"])
+            # peak GPU memory since the start: what decides the largest micro-batch that fits
+            mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.startswith("cuda") else None
             row = {"iter": iter_num, "loss": loss_val, "lr": lr, "grad_norm": norm_val, "ms": dt_step * 1000,
-                   "tokens_per_s": tok_s, "mfu": mfu, "skipped": skipped_total}
+                   "tokens_per_s": tok_s, "mfu": mfu, "peak_mem_gib": mem, "skipped": skipped_total}
             mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
+            mem_text = f", peak mem {mem:.1f} GiB" if mem is not None else ""
             print(f"iter {iter_num}: loss {loss_val:.4f}, lr {lr:.2e}, norm {norm_val:.2f}, {dt_step * 1000:.1f}ms, "
-                  f"{tok_s:,.0f} tok/s{mfu_text}, skipped {skipped_total}")
+                  f"{tok_s:,.0f} tok/s{mfu_text}{mem_text}, skipped {skipped_total}")
             log_row(metrics, wandb, row)
 
     wall = time.time() - t_start
