@@ -401,7 +401,8 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
             best_val = min(best_val, losses.get("val", float("inf")))
             if master:
                 print(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
-                log_row(metrics, wandb, {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses.get("val")})
+                log_row(metrics, wandb, {"iter": iter_num, "tokens": tokens_seen, "train_loss": losses["train"],
+                                         "val_loss": losses.get("val")})
             if (iter_num > 0 or cfg["max_iters"] == 0) and (improved or cfg["always_save_checkpoint"] or at_end):
                 checkpoint(losses.get("val"))
         just_resumed = False
@@ -459,8 +460,8 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
             mfu = raw_model.estimate_mfu(tok_s / world_size, device_name, cfg["block_size"])
             # peak GPU memory since the start: what decides the largest micro-batch that fits
             mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.startswith("cuda") else None
-            row = {"iter": iter_num, "loss": loss_val, "lr": lr, "grad_norm": norm_val, "ms": dt_step * 1000,
-                   "tokens_per_s": tok_s, "mfu": mfu, "peak_mem_gib": mem, "skipped": skipped_total}
+            row = {"iter": iter_num, "tokens": tokens_seen, "loss": loss_val, "lr": lr, "grad_norm": norm_val,
+                   "ms": dt_step * 1000, "tokens_per_s": tok_s, "mfu": mfu, "peak_mem_gib": mem, "skipped": skipped_total}
             mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
             mem_text = f", peak mem {mem:.1f} GiB" if mem is not None else ""
             print(f"iter {iter_num}: loss {loss_val:.4f}, lr {lr:.2e}, norm {norm_val:.2f}, {dt_step * 1000:.1f}ms, "

@@ -51,6 +51,7 @@ def test_loss_falls_and_notebook_can_run_twice(data_dir, tmp_path):
     assert [r["iter"] for r in evals] == [0, 20, 40]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.7  # from ln(320) = 5.77
     assert first["iters"] == 40 and first["tokens"] == 40 * 4 * 32
+    assert [r["tokens"] for r in evals] == [0, 20 * 4 * 32, 40 * 4 * 32]  # plot.py draws loss against these
     # a second call in the same process: fresh state, same numbers (seeded)
     second = run_in_process(args(data_dir, tmp_path / "b", "--max_iters=40", "--eval_interval=20"))
     assert second["val_loss"] == first["val_loss"]
