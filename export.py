@@ -408,7 +408,8 @@ def model_card(model, arch, ckpt, out, template, metrics):
     losses = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if v is not None) or "not recorded"
     trained = (f"`{'sft.py' if template else 'train.py'} --preset={cfg.get('preset') or '(none)'}` from "
                f"`{cfg.get('init_from', 'scratch')}` on `{cfg.get('sft_data') or cfg.get('dataset', '?')}`, "
-               f"{ckpt.get('iter_num', 0):,} steps, learning rate {cfg.get('learning_rate', '?')}")
+               f"{ckpt.get('iter_num', 0):,} steps, learning rate {cfg.get('learning_rate', '?')}; "
+               f"{ckpt.get('tokens_seen', 0):,} tokens in this stage" if cfg else "not recorded (no checkpoint)")
     chat = (f"Chat template: `{template}` (sft.py), stop at `{ckpt['_stop']}`.\n" if template else
             "No chat template: a base (pretrained) model.\n")
     return f"""---
@@ -424,7 +425,7 @@ A {total / 1e6:.1f}M-parameter language model trained from scratch with this rep
   {c.mlp} MLP hidden {c.hidden}, {c.pos} positions, {c.norm}, context {c.block_size}, vocabulary {c.vocab_size:,},
   {'tied' if c.tie_embeddings else 'untied'} embeddings{', logits soft-capped at ' + str(c.logit_softcap) if c.logit_softcap else ''}.
 - Parameters: {total:,} ({non_emb:,} non-embedding).
-- Training: {trained}; {ckpt.get('tokens_seen', 0):,} tokens in this stage.
+- Training: {trained}.
 - Final losses: {losses}.
 - Tokenizer: `{ckpt['_tokenizer']}` (tiktoken ranks as a byte-level BPE tokenizer.json, same ids).
 - {chat}
@@ -451,19 +452,31 @@ def last_losses(folder, ckpt):
     return {"val_loss": ckpt.get("val_loss")}
 
 
+def write_tokenizer(enc, out, template="", block_size=None):
+    """tokenizer.json and tokenizer_config.json (with the chat template); returns the token ids of bos/eos/pad."""
+    bos, stop, pad = token_names(enc, template)
+    tid = lambda s: enc.encode_single_token(s) if s else None  # noqa: E731
+    eos_ids = [tid(s) for s in stop]
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(enc), ensure_ascii=False) + "\n")
+    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
+               "clean_up_tokenization_spaces": False, "bos_token": bos, "eos_token": stop[0] if stop else None,
+               "pad_token": pad}
+    if template:
+        tok_cfg["chat_template"] = chat_template_jinja(template)
+    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    return {"bos_token_id": tid(bos), "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None),
+            "pad_token_id": tid(pad)}
+
+
 def export(model, enc, hf_dir, template="", ckpt=None, weights_dtype="float32", losses=None):
     """Writes the Hugging Face folder for model (and its tokenizer, chat template); returns its path."""
     c = model.config
     arch = hf_class(c)
     if c.vocab_size < enc.n_vocab:
         raise UserError(f"the tokenizer has {enc.n_vocab} ids but the model only vocab_size={c.vocab_size}")
-    bos, stop, pad = token_names(enc, template)
-    tid = lambda s: enc.encode_single_token(s) if s else None  # noqa: E731
-    eos_ids = [tid(s) for s in stop]
-    ids = {"bos_token_id": tid(bos), "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None),
-           "pad_token_id": tid(pad)}
     out = Path(hf_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ids = write_tokenizer(enc, out, template, c.block_size)
     extra = asdict(c)  # only this repository reads it back (load_hf): the flags no HF field holds
     config = {**hf_config(c, arch, ids), "dtype": weights_dtype, "slm": {"model_flags": extra, "chat_template": template,
               "train_config": {k: v for k, v in (ckpt or {}).get("config", {}).items()
@@ -472,13 +485,7 @@ def export(model, enc, hf_dir, template="", ckpt=None, weights_dtype="float32", 
     (out / "generation_config.json").write_text(json.dumps({**ids, "do_sample": False}, indent=2) + "\n")
     tensors = {k: v.to(getattr(torch, weights_dtype)) for k, v in to_hf(model.state_dict(), c, arch).items()}
     write_safetensors(tensors, out / "model.safetensors")
-    (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(enc), ensure_ascii=False) + "\n")
-    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": c.block_size,
-               "clean_up_tokenization_spaces": False, "bos_token": bos, "eos_token": stop[0] if stop else None,
-               "pad_token": pad}
-    if template:
-        tok_cfg["chat_template"] = chat_template_jinja(template)
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    stop = token_names(enc, template)[1]
     card = {"_stop": "`, `".join(stop), "_tokenizer": enc.name, **(ckpt or {})}
     (out / "README.md").write_text(model_card(model, arch, card, out, template, losses or {}))
     return out
