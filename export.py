@@ -22,6 +22,7 @@ beyond torch: the format is an 8-byte header length, a JSON header, then the raw
 """
 
 import json
+import mmap
 import os
 import re
 import struct
@@ -198,7 +199,8 @@ def hf_config(c, arch, ids):
     rope = {"hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
             "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.hidden,
             "max_position_embeddings": c.block_size, "rms_norm_eps": c.norm_eps, "attention_bias": c.bias,
-            "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta}}
+            "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+            "rope_theta": c.rope_theta}  # where transformers 4.x reads it
     if arch == "LlamaForCausalLM":
         return {**common, **rope, "model_type": "llama", "hidden_act": "silu", "mlp_bias": c.bias}
     if arch == "Qwen3ForCausalLM":  # head_dim and rope_theta explicit: Qwen3's defaults are 128 and 1e6
@@ -386,7 +388,8 @@ def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        buf = bytearray(f.read())
+        # mapped, not read: pages come in as the tensors are copied into the model (copy-on-write, so writable)
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY, offset=0)
     out = {}
     for name, meta in header.items():
         if name == "__metadata__":
@@ -394,7 +397,8 @@ def read_safetensors(path):
         if meta["dtype"] not in ST_DTYPES:
             raise UserError(f"{path}: tensor {name} has dtype {meta['dtype']}, not one of {', '.join(ST_DTYPES)}")
         start, end = meta["data_offsets"]
-        raw = torch.frombuffer(buf, dtype=torch.uint8, offset=start, count=end - start) if end > start else torch.empty(0, dtype=torch.uint8)
+        raw = (torch.frombuffer(buf, dtype=torch.uint8, offset=8 + n + start, count=end - start) if end > start
+               else torch.empty(0, dtype=torch.uint8))
         out[name] = raw.view(ST_DTYPES[meta["dtype"]]).reshape(meta["shape"])
     return out
 
@@ -478,7 +482,7 @@ def export(model, enc, hf_dir, template="", ckpt=None, weights_dtype="float32", 
     out.mkdir(parents=True, exist_ok=True)
     ids = write_tokenizer(enc, out, template, c.block_size)
     extra = asdict(c)  # only this repository reads it back (load_hf): the flags no HF field holds
-    config = {**hf_config(c, arch, ids), "dtype": weights_dtype, "slm": {"model_flags": extra, "chat_template": template,
+    config = {**hf_config(c, arch, ids), "dtype": weights_dtype, "torch_dtype": weights_dtype, "slm": {"model_flags": extra, "chat_template": template,
               "train_config": {k: v for k, v in (ckpt or {}).get("config", {}).items()
                                if k in ("preset", "dataset", "data_dir", "sft_data")}}}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -543,7 +547,9 @@ def load_hf(spec, device="cpu", **model_overrides):
     tensors = {}
     for f in files:
         tensors.update(read_safetensors(f))
-    tensors = {k: v.float() for k, v in tensors.items()}
+    # a checkpoint saved from the base model (openai-community/gpt2) has no "transformer."/"model." prefix
+    prefix = "transformer." if arch == "GPT2LMHeadModel" else "model."
+    tensors = {(k if k.startswith(prefix) or k.startswith("lm_head.") else prefix + k): v.float() for k, v in tensors.items()}
     if config.tie_embeddings and "lm_head.weight" in tensors and "model.embed_tokens.weight" not in tensors:
         tensors["model.embed_tokens.weight"] = tensors["lm_head.weight"]
     try:

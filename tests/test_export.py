@@ -137,6 +137,32 @@ def test_bfloat16_export_and_generation_config(enc, tmp_path):
     assert "NanoChatForCausalLM" in card and "from_pretrained" in card and f"{model.num_params()[0]:,}" in card
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "gpt2_base", "llama", "qwen3", "nanochat"])
+def test_folders_saved_by_transformers_import(kind, enc, tmp_path):
+    """Folders as the hub holds them, written by transformers' save_pretrained (sharded for llama; GPT-2's
+    base model without the LM head, as openai-community/gpt2 is stored, keys without "transformer.")."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    size = dict(vocab_size=enc.n_vocab + 3, tie_word_embeddings=kind in ("gpt2", "gpt2_base", "llama"))
+    if kind.startswith("gpt2"):
+        cfg = AutoConfig.for_model("gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=64, **size)
+    else:
+        cfg = AutoConfig.for_model(kind, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5,
+                                   rope_parameters={"rope_type": "default", "rope_theta": 5000.0}, **size)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) / math.sqrt(p.size(-1)) if p.dim() == 2 else 1 + 0.2 * torch.randn_like(p))
+    (hf.transformer if kind == "gpt2_base" else hf).save_pretrained(tmp_path, max_shard_size="100KB" if kind == "llama" else "1GB")
+    export.write_tokenizer(enc, tmp_path)
+    model, _, info = export.load_hf(str(tmp_path))
+    assert info["chat_template"] is None and model.config.vocab_size == enc.n_vocab + 3
+    x = torch.randint(0, enc.n_vocab, (1, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (model(x, all_logits=True)[0] - hf(x).logits).abs().max().item() < 1e-4
+
+
 @pytest.mark.parametrize("flags, flag", [
     (dict(pos="learned", norm="rmsnorm"), "norm"),
     (dict(pos="learned", n_kv_head=2), "n_kv_head"),
@@ -312,9 +338,11 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
     t_ours = time.time() - t0
     x = torch.tensor([enc.encode(Path(data.stdlib_files()[0]).read_text()[:4000])[:256]])
     with torch.no_grad():
-        diff = (model(x, all_logits=True)[0] - hf(x).logits).abs().max().item()
+        ours, theirs = model(x, all_logits=True)[0], hf(x).logits
+    diff = (ours - theirs).abs().max().item()
     sizes = {f.name: f.stat().st_size / 1e6 for f in sorted(out.iterdir())}
     print(f"\n{preset}: {model.num_params()[0] / 1e6:.1f}M params, export {t_export:.1f}s, transformers from_pretrained "
-          f"{t_hf:.1f}s, export.load_hf {t_ours:.1f}s, max |logit diff| fp32 over {x.size(1)} tokens {diff:.2e}")
+          f"{t_hf:.1f}s, export.load_hf {t_ours:.1f}s, max |logit diff| fp32 over {x.size(1)} tokens {diff:.2e} "
+          f"(logits std {ours.std():.2f})")
     print("  files (MB): " + ", ".join(f"{k} {v:,.2f}" for k, v in sizes.items()))
     assert diff < 1e-3 and all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
