@@ -146,8 +146,8 @@ def token_names(enc, template):
     """(bos, eos, pad) token strings: eos is the chat template's stop token, else the end of a document."""
     import sft
     bos = data.BOS if data.BOS in enc.special_tokens_set else None
-    if template:
-        stop = sft.STOP.get(template, [data.EOT])
+    if template:  # sft.py's own lookups: a tokenizer without the template's tokens is one clear error
+        stop = [enc.decode([i]) for i in sft.stop_tokens(template, enc)]
         return bos, stop, enc.decode([sft.pad_token(template, enc)])
     stop = [t for t in (data.EOT, data.BOS) if t in enc.special_tokens_set]
     return bos, stop, (data.PAD if data.PAD in enc.special_tokens_set else (stop or [None])[0])
@@ -422,7 +422,7 @@ pipeline_tag: text-generation
 ---
 # {Path(out).name}
 
-A {total / 1e6:.1f}M-parameter language model trained from scratch with this repository's flat scripts, exported by
+A {total / 1e6:.1f}M-parameter language model trained with this repository's flat scripts, exported by
 `export.py` as `{arch}` (no remote code).
 
 - Architecture: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query / {c.kv_heads} KV heads (head_dim {c.head_dim}),

@@ -272,6 +272,15 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
         assert len(log) == n and any(p.endswith("model.safetensors") for p in log)
         with pytest.raises(UserError, match="404"):
             export.load_hf("someone/missing")
+        # a sharded repo (transformers' save_pretrained): model.safetensors is a 404, the index names the shards
+        from transformers import AutoModelForCausalLM
+        hf = AutoModelForCausalLM.from_pretrained(site)
+        sharded = tmp_path / "site" / "someone" / "sharded" / "resolve" / "main"
+        hf.save_pretrained(sharded, max_shard_size="50KB")
+        export.write_tokenizer(enc, sharded)
+        again, _, _ = export.load_hf("someone/sharded")
+        assert all(torch.equal(again.state_dict()[k], v) for k, v in back.state_dict().items())
+        assert sum("model-000" in p for p in log) == len(list(sharded.glob("model-*.safetensors"))) > 1
     finally:
         server.shutdown()
         server.server_close()
