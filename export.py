@@ -27,7 +27,7 @@ import os
 import re
 import struct
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -507,8 +507,11 @@ def hf_folder(spec):
         raise UserError(f"no Hugging Face model folder at {spec}, and it is not a hub repo id (OWNER/NAME)")
     folder = data.CACHE_DIR / "hf" / spec
     get = lambda name: data.download(HF_URL.format(repo=spec, path=name), folder / name, desc=f"{spec} {name}")  # noqa: E731
-    for name in ("config.json", "tokenizer.json"):
-        get(name)
+    try:
+        get("config.json")
+    except UserError as e:
+        raise UserError(f"{spec} is no folder here; as a hub repo id: {e.message}") from None
+    get("tokenizer.json")
     for name in ("tokenizer_config.json", "generation_config.json"):
         try:
             get(name)
@@ -584,12 +587,14 @@ def set_rope(model):
 
 def main():
     cfg = configurator.effective_config(globals())
+    target = cfg["hf_dir"] or os.path.join("hf", Path(cfg["out_dir"]).name)
+    if Path(target).resolve() == Path(cfg["out_dir"]).resolve():
+        raise UserError(f"hf_dir {target} is the checkpoint directory, whose tokenizer.json it would overwrite; pick another")
+    if cfg["dtype"] not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"dtype={cfg['dtype']!r} is not one of float32, bfloat16, float16")
     import train
     model, enc, ckpt = train.load_checkpoint(cfg["out_dir"], "cpu")
     template = cfg["chat_template"] or ckpt.get("chat_template") or ""
-    if cfg["dtype"] not in ("float32", "bfloat16", "float16"):
-        raise UserError(f"dtype={cfg['dtype']!r} is not one of float32, bfloat16, float16")
-    target = cfg["hf_dir"] or os.path.join("hf", Path(cfg["out_dir"]).name)
     t0 = time.time()
     out = export(model, enc, target, template, ckpt, cfg["dtype"], last_losses(cfg["out_dir"], ckpt))
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6

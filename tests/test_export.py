@@ -180,6 +180,9 @@ def test_unrepresentable_flags_are_one_error_naming_the_flag(flags, flag):
 def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "export.py", f"--out_dir={tmp_path}/none"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "no checkpoint" in r.stderr
+    r = subprocess.run([sys.executable, "export.py", f"--out_dir={tmp_path}", f"--hf_dir={tmp_path}/"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "overwrite" in r.stderr
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     with pytest.raises(UserError, match="mistral"):
@@ -270,7 +273,7 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
         n = len(log)
         export.load_hf("someone/tiny")  # cached: no second download
         assert len(log) == n and any(p.endswith("model.safetensors") for p in log)
-        with pytest.raises(UserError, match="404"):
+        with pytest.raises(UserError, match="someone/missing is no folder here; as a hub repo id: .*404"):
             export.load_hf("someone/missing")
         # a sharded repo (transformers' save_pretrained): model.safetensors is a 404, the index names the shards
         from transformers import AutoModelForCausalLM
