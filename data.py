@@ -289,6 +289,20 @@ def _encoding_from_hf(info, name):
                              mergeable_ranks=ranks, special_tokens=specials)
 
 
+# Oniguruma, the regex engine of HF tokenizers, reads tiktoken's possessive X{1,3}+ as (X{1,3})+ (any count):
+# a tokenizer.json writes it as the atomic group (?>X{1,3}), which matches the same; reading it back restores
+# tiktoken's spelling so the split pattern, and so the tokenizer hash, survive the round trip (export.py)
+_ATOM = r"(\\p\{\w+\}|\\.|\[(?:\\.|[^\]\\])*\]|[^\\()\[\]{}])"
+
+
+def to_onig(pattern):
+    return regex.sub(_ATOM + r"\{(\d+(?:,\d*)?)\}\+", r"(?>\1{\2})", pattern)
+
+
+def from_onig(pattern):
+    return regex.sub(r"\(\?>" + _ATOM + r"\{(\d+(?:,\d*)?)\}\)", r"\1{\2}+", pattern)
+
+
 def _hf_split_pattern(pre, name):
     """The regex that matches what the pre-tokenizer does (ByteLevel, Split, Digits + ByteLevel)."""
     parts = (pre or {}).get("pretokenizers", [pre] if pre else [])
@@ -301,7 +315,7 @@ def _hf_split_pattern(pre, name):
     if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
         split = parts[0]
         if split.get("behavior") == "Isolated" and not split.get("invert") and "Regex" in split["pattern"]:
-            return split["pattern"]["Regex"]
+            return from_onig(split["pattern"]["Regex"])
     if kinds == ["Digits", "ByteLevel"] and byte_level.get("use_regex", True):  # StarCoder's tokenizers
         # digits are cut out first, so numbers never take a leading space and whitespace stops before them
         digits = r"\p{N}" if parts[0].get("individual_digits") else r"\p{N}+"

@@ -42,7 +42,7 @@ from model import IGNORE_INDEX
 # -----------------------------------------------------------------------------
 # config (a preset's sft_KEY overrides KEY; see configurator.configure's prefix)
 
-init_from = "out/tiny"     # a pretraining checkpoint dir, or "resume" to continue out_dir
+init_from = "out/tiny"     # a pretraining checkpoint dir, hf:PATH_OR_REPO (export.py), or "resume" to continue out_dir
 out_dir = "out/tiny_sft"
 chat_template = "user_assistant"  # alpaca | parchment | user_assistant | nanochat | magicoder
 sft_data = "stdlib_functions,simplemath"  # comma-separated named sources or .jsonl paths, each NAME[:N]
@@ -548,7 +548,7 @@ def main(argv=None):
     if init_from != "resume" and os.path.abspath(init_from) == os.path.abspath(out_dir):
         raise UserError(f"out_dir {out_dir} is the base checkpoint's directory; give the fine-tuned model its own")
     source = out_dir if init_from == "resume" else init_from
-    if not os.path.exists(source):
+    if not source.startswith("hf:") and not os.path.exists(source):
         raise UserError(f"no checkpoint at {source}; pretrain first (python train.py) or set --init_from")
     import train
     _, rank, local_rank, world_size = train.init_distributed()
@@ -556,7 +556,11 @@ def main(argv=None):
     if len(convs) < 2 * world_size:
         raise UserError(f"sft_data gave {len(convs)} conversations; each process needs a train and a val one")
     dev, _, _, _ = train.setup_device(device, dtype, local_rank)
-    model, enc, ckpt = train.load_checkpoint(source, dev, dropout=dropout)  # card 000: dropout 0 in SFT
+    if source.startswith("hf:"):  # a Hugging Face folder or hub repo (export.py)
+        import export
+        model, enc, ckpt = export.load_hf(source[3:], dev, dropout=dropout)
+    else:
+        model, enc, ckpt = train.load_checkpoint(source, dev, dropout=dropout)  # card 000: dropout 0 in SFT
     if init_from == "resume" and ckpt.get("chat_template") != chat_template:
         raise UserError(f"{out_dir} was fine-tuned with the '{ckpt.get('chat_template')}' template, not '{chat_template}'")
     if show_example:

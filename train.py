@@ -34,7 +34,7 @@ from model import GPT, GPTConfig
 
 preset = ""
 out_dir = "out/run"
-init_from = "scratch"       # "scratch" | "resume" (continue out_dir) | a checkpoint dir (a new stage, fresh optimizer)
+init_from = "scratch"       # "scratch" | "resume" (continue out_dir) | a checkpoint dir (a new stage, fresh optimizer) | hf:PATH_OR_REPO
 dataset = "stdlib_python"   # a folder under data_dir, or a weighted mixture "code:0.6,starcoder:0.4" (card 002)
 data_dir = "data"
 data_order = "random"       # "random" windows (nanoGPT) | "sequential" (card 000's best-first curriculum)
@@ -541,6 +541,9 @@ def main():
         margs = {**model_args, "block_size": cfg["block_size"]}
         margs.setdefault("vocab_size", loaders["train"].vocab_size)
         model = GPT(GPTConfig(**margs))
+    elif cfg["init_from"].startswith("hf:"):  # a Hugging Face folder or hub repo (export.py); the data must use its tokenizer
+        import export
+        model, enc, _ = export.load_hf(cfg["init_from"][3:], **{k: v for k, v in model_args.items() if k == "dropout"})
     elif cfg["init_from"] == "resume":
         resume = read_checkpoint(cfg["out_dir"])
         model = GPT(GPTConfig.from_dict(resume["model_config"]))
