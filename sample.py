@@ -192,10 +192,11 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
     n_tokens, seconds = 0, 0.0
+    print(f"chat in the '{template}' template: type a message and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         try:
             line = input("> " if sys.stdin.isatty() else "")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):
             break
         if not line.strip():
             continue
@@ -210,19 +211,29 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
             messages.pop()
             continue
         t0 = time.time()
-        with ctx:
-            idx = torch_tensor([ids], model)
-            (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                                        stop, stops, kv_cache, generator, write)
+        try:
+            with ctx:
+                idx = torch_tensor([ids], model)
+                (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p,
+                                            repetition_penalty, stop, stops, kv_cache, generator, write)
+        except KeyboardInterrupt:  # Ctrl-C while the model writes ends the chat, not in a traceback
+            break
         seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
         write("\n")
         messages.append({"role": "assistant", "content": reply})
+    write("\n")
     return n_tokens, seconds
 
 
 def torch_tensor(rows, model):
     import torch
     return torch.tensor(rows, dtype=torch.long, device=next(model.parameters()).device)
+
+
+def configure(**overrides):
+    """For notebooks: sample.configure(out_dir="out/tiny", prompt="def "), then sample.main()."""
+    import configurator
+    return configurator.configure(globals(), [], **overrides)
 
 
 def main():
@@ -268,6 +279,6 @@ def main():
 
 
 if __name__ == "__main__":
-    from configurator import configure
-    configure(globals())
+    import configurator
+    configurator.configure(globals())
     main()

@@ -36,7 +36,8 @@ import sysconfig
 import torch
 
 import data
-from configurator import UserError, configure, print_config
+import configurator
+from configurator import UserError, print_config
 from model import IGNORE_INDEX
 
 # -----------------------------------------------------------------------------
@@ -291,7 +292,8 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
 
 def fetch(key):
     """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
-    return data.fetch(key, data.CACHE_DIR / "sft")
+    return data.fetch(key, data.CACHE_DIR / "sft", local="pass a local copy: --sft_data=PATH.jsonl (or a generated set: "
+                      + ", ".join(GENERATED) + ")")
 
 
 def multiple_choice(question, choices, answer):
@@ -535,8 +537,16 @@ class MidtrainLoader:
 # main
 
 
+def configure(**overrides):
+    """For notebooks: sft.configure(preset="tiny", max_iters=50), then sft.main(); as on the command line, the
+    preset's sft_KEY sets KEY."""
+    return configurator.configure(globals(), [], prefix="sft_", **overrides)
+
+
 def main(argv=None):
-    cfg = configure(globals(), argv, prefix="sft_")
+    """Fine-tunes with the current config (configure() or `__main__` set it; argv, a list, also may)."""
+    cfg = (configurator.configure(globals(), argv, prefix="sft_") if argv is not None
+           else configurator.effective_config(globals()))
     if chat_template not in TEMPLATES:
         raise UserError(f"unknown chat template '{chat_template}'; choose one of {', '.join(TEMPLATES)}")
     if not 0 < val_fraction < 1:
@@ -598,7 +608,8 @@ def main(argv=None):
     iters = max_iters
     if epochs > 0:  # passes over the training conversations (cards 001, 003)
         iters = math.ceil(epochs * len(examples["train"]) / (batch_size * gradient_accumulation_steps * world_size))
-    run = {**cfg, "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
+    base_cfg = ckpt.get("config", {})  # the pretraining data this model descends from, for eval.py's val_ppl
+    run = {**cfg, "dataset": base_cfg.get("dataset", ""), "data_dir": base_cfg.get("data_dir", "data"), "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
            "warmup_iters": round(warmup_frac * iters) if warmup_frac > 0 else warmup_iters,
            "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
     if rank == 0:
@@ -608,4 +619,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    configurator.configure(globals(), prefix="sft_")
     main()
