@@ -196,7 +196,7 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
     while True:
         try:
             line = input("> " if sys.stdin.isatty() else "")
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             break
         if not line.strip():
             continue
@@ -211,17 +211,13 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
             messages.pop()
             continue
         t0 = time.time()
-        try:
-            with ctx:
-                idx = torch_tensor([ids], model)
-                (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p,
-                                            repetition_penalty, stop, stops, kv_cache, generator, write)
-        except KeyboardInterrupt:  # Ctrl-C while the model writes ends the chat, not in a traceback
-            break
+        with ctx:
+            idx = torch_tensor([ids], model)
+            (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
+                                        stop, stops, kv_cache, generator, write)
         seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
         write("\n")
         messages.append({"role": "assistant", "content": reply})
-    write("\n")
     return n_tokens, seconds
 
 
@@ -249,7 +245,11 @@ def main():
         sys.stdout.flush()
 
     if chat:
-        n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+        try:
+            n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt or while the model writes: leave, with no traceback
+            write("\n")
+            n_tokens = 0
     else:
         fim = bool(fim_prefix or fim_suffix)
         prefix, suffix = unescape(fim_prefix), unescape(fim_suffix)

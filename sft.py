@@ -620,4 +620,7 @@ def main(argv=None):
 
 if __name__ == "__main__":
     configurator.configure(globals(), prefix="sft_")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the loop began (preparing data, loading): nothing to save yet
+        raise SystemExit(130)

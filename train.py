@@ -603,4 +603,7 @@ def main():
 
 if __name__ == "__main__":
     configurator.configure(globals())
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the loop began (preparing data, loading): nothing to save yet
+        raise SystemExit(130)

@@ -114,3 +114,107 @@ def test_dry_run_picochat(tmp_path, monkeypatch):
     assert first == data.load_tokenizer(bins)._special_tokens["<|bos|>"]  # card 004: <|bos|> opens each document
     mid = stage_config(tmp_path / "picochat_335m_mid")
     assert mid["midtrain_ratio"] == 0.5 and stage_config(out)["init_from"] == str(tmp_path / "picochat_335m_mid")
+    assert stage_config(out)["dataset"] == "fineweb_edu"  # SFT from a midtrained model still knows its bins
+
+
+# -----------------------------------------------------------------------------
+# the traps (issue 11's defects), each checked directly
+
+
+def test_sft_checkpoint_names_the_data_it_descends_from(tmp_path, monkeypatch):
+    out, results = dry_run("tiny", tmp_path, monkeypatch)
+    assert stage_config(out)["dataset"] == "stdlib_python" and stage_config(out)["data_dir"] == str(tmp_path / "data")
+    evaluate.configure(out_dir=str(out), tasks="val_ppl", device="cpu")  # what the README's eval commands do
+    evaluate.main()
+    assert json.loads((out / "eval.json").read_text())["results"]["val_ppl"]["tokens"] > 0
+
+
+@pytest.mark.parametrize("module", [data, train, sft, sample, evaluate, dryrun])
+def test_one_notebook_api_for_every_script(module, monkeypatch):
+    import inspect
+    monkeypatch.setattr(sys, "argv", JUPYTER_ARGV)
+    assert [p.kind for p in inspect.signature(module.configure).parameters.values()] == [inspect.Parameter.VAR_KEYWORD]
+    cfg = module.configure(preset="tiny", seed=7)
+    assert cfg["seed"] == 7
+    module.configure()  # back to the file's own values for the other tests
+
+
+def test_bare_boolean_flags_mean_true():
+    g = {k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}
+    assert configurator.configure(g, ["--compile", "--preset=tiny"])["compile"] is True
+    g = {k: v for k, v in vars(sft).items() if configurator._known_constant(k, v)}
+    assert configurator.configure(g, ["--show_example"])["show_example"] is True
+    g = {k: v for k, v in vars(evaluate).items() if configurator._known_constant(k, v)}
+    assert configurator.configure(g, ["--allow_code_execution"])["allow_code_execution"] is True
+    with pytest.raises(configurator.UserError, match="--limit needs a value"):
+        configurator.configure(g, ["--limit"])
+    with pytest.raises(configurator.UserError, match="did you mean --compile"):
+        configurator.configure({k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}, ["--compil"])
+
+
+def test_train_takes_a_tokenizer():
+    g = {k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}
+    assert configurator.configure(g, ["--preset=gpt2_50m", "--tokenizer=path/tokenizer.json"])["tokenizer"] == "path/tokenizer.json"
+
+
+@pytest.mark.parametrize("preset", configurator.list_presets())
+def test_presets_decay_over_max_iters(preset):
+    # a stage that raises --max_iters (README: smallcoder's stages 2 and 3) must decay over all of it
+    assert configurator.load_preset(preset).get("lr_decay_iters", 0) == 0
+
+
+def test_offline_messages_name_the_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    monkeypatch.setitem(data.URLS, "hf_tokenizer", "http://127.0.0.1:9/{repo}/tokenizer.json")  # nothing listens
+    with pytest.raises(configurator.UserError, match="--tokenizer=PATH/tokenizer.json"):
+        data.load_tokenizer("hf:bigcode/starcoder2-15b")
+    monkeypatch.setitem(data.URLS, "magicoder_oss_75k", "http://127.0.0.1:9/magicoder.jsonl")
+    with pytest.raises(configurator.UserError, match="--sft_data=PATH.jsonl"):
+        sft.load_conversations("magicoder_python", {"seed": 0, "max_examples": 0})
+
+
+def read_line_until(stream, needle, timeout):
+    """Lines of a child's pipe until one holds needle; None when it did not come in time."""
+    import threading
+    found = []
+
+    def scan():
+        for line in stream:
+            if needle in line:
+                found.append(line)
+                return
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return found[0] if found else None
+
+
+def test_ctrl_c_saves_and_says_how_to_resume_and_logs_reach_a_pipe(tmp_path):
+    data.prepare({"dataset": "stdlib_python", "data_dir": str(tmp_path), "max_chars": 40_000, "vocab_size": 300,
+                  "tokenizer_train_chars": 40_000})
+    out = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "--dataset=stdlib_python", f"--data_dir={tmp_path}", f"--out_dir={out}",
+           "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2", "--max_iters=1000000",
+           "--eval_interval=1", "--eval_iters=100", "--log_interval=1", "--device=cpu", "--dtype=float32"]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # a slow evaluation every step makes a few short lines a second: a block-buffered pipe would hold them for
+        # minutes, a line-buffered one passes each on as it is printed
+        assert read_line_until(child.stdout, "iter 1:", timeout=30), "no log line reached the pipe"
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130 and "Traceback" not in err and "--init_from=resume" in err
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] >= 1
+
+    chat = subprocess.Popen([sys.executable, "sample.py", f"--out_dir={out}", "--chat", "--chat_template=user_assistant",
+                             "--device=cpu"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert read_line_until(chat.stderr, "Ctrl-C quits", timeout=60), "chat did not say how to quit"
+        chat.send_signal(signal.SIGINT)
+        _, err = chat.communicate(timeout=60)
+    finally:
+        chat.kill()
+    assert chat.returncode == 0 and "Traceback" not in err
