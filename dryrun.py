@@ -1,9 +1,9 @@
 """
-A preset's whole recipe at toy size, on this CPU, offline, in about a minute: run it before paying for GPU hours.
+A preset's whole recipe at toy size, on this CPU, offline, in seconds: run it before paying for GPU hours.
 
     python dryrun.py --preset=pycraft_55m
     python dryrun.py --preset=gpt2_150m --tokenizer=PATH/tokenizer.json   # StarCoder2's, fetched once where online
-    python dryrun.py --preset=parchment_166m --compile=False              # skip torch.compile's CPU warm-up (~1 min)
+    python dryrun.py --preset=parchment_166m --compile=False              # skip torch.compile's CPU warm-up
 
 It runs every stage the preset's README recipe prints, through the same scripts and their notebook API
 (`data`, `train`, `sft`, `sample`, `eval`: `configure(preset=..., **overrides)` then `main()`), with every flag
@@ -36,7 +36,7 @@ from configurator import UserError
 preset = ""
 work_dir = ""              # "" = out/dryrun/<preset>
 tokenizer = ""             # "" = the preset's; a local tokenizer.json for a preset whose tokenizer is downloaded
-compile = True             # False skips torch.compile where the preset sets it (its CPU compile costs ~30-60 s)
+compile = True             # False skips torch.compile where the preset sets it (parchment: 6 s without, 29 s with)
 corpus_chars = 60_000      # characters of each stand-in corpus (a name no preset sets)
 seed = 1337
 

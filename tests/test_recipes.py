@@ -46,6 +46,7 @@ def dry_run(preset, work_dir, monkeypatch, **overrides):
     monkeypatch.setattr(sys, "argv", JUPYTER_ARGV)  # the notebook API must never read it
     dryrun.configure(preset=preset, work_dir=str(work_dir), **overrides)
     out = dryrun.main()
+    assert stage_config(out)["chat_template"] == configurator.load_preset(preset)["chat_template"]
     return out, json.loads((out / "eval.json").read_text())["results"]
 
 
@@ -104,6 +105,15 @@ def test_dry_run_parchment(tmp_path, monkeypatch):
     assert set(results) == {"val_ppl", "hellaswag", "arc_easy"}
     meta = json.loads((tmp_path / "data" / "fineweb_edu" / "meta.json").read_text())
     assert meta["tokenizer"] == "cl100k_base" and meta["dtype"] == "uint32"  # 100,277 ids do not fit uint16
+
+
+@pytest.mark.benchmark
+def test_dry_run_parchment_compiled(tmp_path, monkeypatch):
+    """The CLI dry run's torch.compile path (card 003); ~30 s of compiling on 2 cores, so deselected by default."""
+    t0 = time.time()
+    out, results = dry_run("parchment_166m", tmp_path, monkeypatch)
+    assert stage_config(tmp_path / "parchment_166m")["compile"] is True
+    print(f"parchment_166m dry run with torch.compile: {time.time() - t0:.1f}s")
 
 
 def test_dry_run_picochat(tmp_path, monkeypatch):
