@@ -111,7 +111,7 @@ def configure(g, argv=None, prefix="", **overrides):
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "; run with --help to list the keys"
             raise UserError(f"unknown config key '{key}'{hint}")
 
-    if argv is None:  # a command line: the scripts' log lines must reach `| tee log` as they are printed
+    if argv is None and hasattr(sys.stdout, "reconfigure"):  # a command line: the scripts' log lines must reach `| tee log` as they are printed
         sys.stdout.reconfigure(line_buffering=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:

@@ -9,6 +9,7 @@ Text in, token bins out: sources, filters, quality order, fill-in-the-middle, to
 It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back,
 each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
 (tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
+From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000); data.main()`.
 train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
 
 Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pure Python), or a

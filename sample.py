@@ -8,6 +8,7 @@ Samples from a trained checkpoint: completion, chat, or fill-in-the-middle, stre
     python sample.py --out_dir=out/pycraft_55m --fim_prefix="def add(a, b):\n" --fim_suffix="\n\nprint(add(1, 2))"
     python sample.py --out_dir=out/tiny --kv_cache=False    # the same tokens, slower: the cache changes nothing
 
+From a notebook: `import sample; sample.configure(out_dir="out/tiny", prompt="def "); sample.main()`.
 The checkpoint directory holds everything needed (weights, model config, tokenizer, chat template), loaded
 with train.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at the end.
 """

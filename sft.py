@@ -6,8 +6,10 @@ Supervised fine-tuning: a pretrained checkpoint + conversations -> a chat model,
     python sft.py --preset=parchment_166m              # card 003: dolly-15k (3 categories) + SimpleMath, 8 epochs
     python sft.py --preset=tiny --init_from=resume     # continue an interrupted run in out_dir
     python sft.py --preset=picochat_335m --midtrain_ratio=0.5 --init_from=out/picochat_335m \
-        --out_dir=out/picochat_335m_mid --sft_data=smoltalk,mmlu_aux,gsm8k,identity,spelling   # card 004 midtraining
+        --out_dir=out/picochat_335m_mid --sft_data=smoltalk,mmlu_aux,gsm8k,identity,spelling --max_iters=4000   # card 004 midtraining
     torchrun --standalone --nproc_per_node=8 sft.py --preset=picochat_335m
+
+From a notebook: `import sft; sft.configure(preset="tiny", max_iters=50); sft.main()`.
 
 A preset's `sft_learning_rate` (any `sft_KEY`) sets this script's `learning_rate`, so one recipe file holds
 pretraining and fine-tuning. Data: `--sft_data=NAME[:N],PATH.jsonl,...` mixes named sources (downloaded and
@@ -609,7 +611,8 @@ def main(argv=None):
     if epochs > 0:  # passes over the training conversations (cards 001, 003)
         iters = math.ceil(epochs * len(examples["train"]) / (batch_size * gradient_accumulation_steps * world_size))
     base_cfg = ckpt.get("config", {})  # the pretraining data this model descends from, for eval.py's val_ppl
-    run = {**cfg, "dataset": base_cfg.get("dataset", ""), "data_dir": base_cfg.get("data_dir", "data"), "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
+    run = {**cfg, "dataset": base_cfg.get("dataset", ""), "data_dir": base_cfg.get("data_dir", "data"),
+           "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
            "warmup_iters": round(warmup_frac * iters) if warmup_frac > 0 else warmup_iters,
            "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
     if rank == 0:
