@@ -1,7 +1,6 @@
 """Every preset's whole recipe at toy size (dryrun.py), and the traps a new user met on the way (issue 11)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
