@@ -24,6 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 JUPYTER_ARGV = ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"]
 
 
+@pytest.fixture(autouse=True)
+def file_defaults_afterwards():
+    """configure() sets module globals; the tests after these must find each script as its file sets it."""
+    yield
+    for module in (data, train, sft, sample, evaluate, dryrun):
+        module.configure()
+
+
 @pytest.fixture(scope="module")
 def starcoder_like(tmp_path_factory):
     """A stand-in for StarCoder2's tokenizer.json (a download): byte-level BPE with its Digits + ByteLevel
@@ -150,7 +158,6 @@ def test_one_notebook_api_for_every_script(module, monkeypatch):
     assert [p.kind for p in inspect.signature(module.configure).parameters.values()] == [inspect.Parameter.VAR_KEYWORD]
     cfg = module.configure(preset="tiny", seed=7)
     assert cfg["seed"] == 7
-    module.configure()  # back to the file's own values for the other tests
 
 
 def test_bare_boolean_flags_mean_true():
