@@ -227,7 +227,12 @@ def test_ctrl_c_saves_and_says_how_to_resume_and_logs_reach_a_pipe(tmp_path):
     finally:
         child.kill()
     assert child.returncode == 130 and "Traceback" not in err and "--init_from=resume" in err
-    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] >= 1
+    stopped = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
+    assert stopped >= 1
+    overrides = dict(arg[2:].split("=", 1) for arg in cmd[2:])
+    configurator.configure(vars(train), [f"--{k}={v}" for k, v in overrides.items() if k != "max_iters"]
+                           + [f"--max_iters={stopped + 1}", "--init_from=resume", "--eval_iters=1"])
+    assert train.main()["iters"] == stopped + 1  # the advice works
 
     chat = subprocess.Popen([sys.executable, "sample.py", f"--out_dir={out}", "--chat", "--chat_template=user_assistant",
                              "--device=cpu"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
