@@ -111,6 +111,8 @@ def configure(g, argv=None, prefix="", **overrides):
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "; run with --help to list the keys"
             raise UserError(f"unknown config key '{key}'{hint}")
 
+    if argv is None and hasattr(sys.stdout, "reconfigure"):  # a command line: the scripts' log lines must reach `| tee log` as they are printed
+        sys.stdout.reconfigure(line_buffering=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print(g.get("__doc__") or "")
@@ -119,9 +121,13 @@ def configure(g, argv=None, prefix="", **overrides):
         raise SystemExit(0)
     cli = []
     for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
+        if not arg.startswith("--"):
             raise UserError(f"cannot read argument '{arg}'; write options as --key=value (for example --preset=tiny)")
-        key, text = arg[2:].split("=", 1)
+        key, eq, text = arg[2:].partition("=")
+        if not eq:  # a bare --compile means --compile=True, as argparse's store_true has taught users
+            if key in known and not isinstance(script_keys.get(key, model_keys.get(key)), bool):
+                raise UserError(f"--{key} needs a value: write --{key}=VALUE")
+            text = "True"  # an unknown bare key is refused below, with the closest known keys
         cli.append((key, text))
     preset = overrides.pop("preset", None)
     for key, text in cli:

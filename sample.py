@@ -8,6 +8,7 @@ Samples from a trained checkpoint: completion, chat, or fill-in-the-middle, stre
     python sample.py --out_dir=out/pycraft_55m --fim_prefix="def add(a, b):\n" --fim_suffix="\n\nprint(add(1, 2))"
     python sample.py --out_dir=out/tiny --kv_cache=False    # the same tokens, slower: the cache changes nothing
 
+From a notebook: `import sample; sample.configure(out_dir="out/tiny", prompt="def "); sample.main()`.
 The checkpoint directory holds everything needed (weights, model config, tokenizer, chat template), loaded
 with train.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at the end.
 """
@@ -192,6 +193,7 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
     n_tokens, seconds = 0, 0.0
+    print(f"chat in the '{template}' template: type a message and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         try:
             line = input("> " if sys.stdin.isatty() else "")
@@ -225,6 +227,12 @@ def torch_tensor(rows, model):
     return torch.tensor(rows, dtype=torch.long, device=next(model.parameters()).device)
 
 
+def configure(**overrides):
+    """For notebooks: sample.configure(out_dir="out/tiny", prompt="def "), then sample.main()."""
+    import configurator
+    return configurator.configure(globals(), [], **overrides)
+
+
 def main():
     import torch
     from train import load_checkpoint, setup_device
@@ -238,7 +246,11 @@ def main():
         sys.stdout.flush()
 
     if chat:
-        n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+        try:
+            n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt or while the model writes: leave, with no traceback
+            write("\n")
+            n_tokens = 0
     else:
         fim = bool(fim_prefix or fim_suffix)
         prefix, suffix = unescape(fim_prefix), unescape(fim_suffix)
@@ -268,6 +280,6 @@ def main():
 
 
 if __name__ == "__main__":
-    from configurator import configure
-    configure(globals())
+    import configurator
+    configurator.configure(globals())
     main()

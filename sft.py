@@ -6,8 +6,10 @@ Supervised fine-tuning: a pretrained checkpoint + conversations -> a chat model,
     python sft.py --preset=parchment_166m              # card 003: dolly-15k (3 categories) + SimpleMath, 8 epochs
     python sft.py --preset=tiny --init_from=resume     # continue an interrupted run in out_dir
     python sft.py --preset=picochat_335m --midtrain_ratio=0.5 --init_from=out/picochat_335m \
-        --out_dir=out/picochat_335m_mid --sft_data=smoltalk,mmlu_aux,gsm8k,identity,spelling   # card 004 midtraining
+        --out_dir=out/picochat_335m_mid --sft_data=smoltalk,mmlu_aux,gsm8k,identity,spelling --max_iters=4000   # card 004 midtraining
     torchrun --standalone --nproc_per_node=8 sft.py --preset=picochat_335m
+
+From a notebook: `import sft; sft.configure(preset="tiny", max_iters=50); sft.main()`.
 
 A preset's `sft_learning_rate` (any `sft_KEY`) sets this script's `learning_rate`, so one recipe file holds
 pretraining and fine-tuning. Data: `--sft_data=NAME[:N],PATH.jsonl,...` mixes named sources (downloaded and
@@ -36,7 +38,8 @@ import sysconfig
 import torch
 
 import data
-from configurator import UserError, configure, print_config
+import configurator
+from configurator import UserError, print_config
 from model import IGNORE_INDEX
 
 # -----------------------------------------------------------------------------
@@ -291,7 +294,8 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
 
 def fetch(key):
     """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
-    return data.fetch(key, data.CACHE_DIR / "sft")
+    return data.fetch(key, data.CACHE_DIR / "sft", local="pass a local copy: --sft_data=PATH.jsonl (or a generated set: "
+                      + ", ".join(GENERATED) + ")")
 
 
 def multiple_choice(question, choices, answer):
@@ -535,8 +539,16 @@ class MidtrainLoader:
 # main
 
 
+def configure(**overrides):
+    """For notebooks: sft.configure(preset="tiny", max_iters=50), then sft.main(); as on the command line, the
+    preset's sft_KEY sets KEY."""
+    return configurator.configure(globals(), [], prefix="sft_", **overrides)
+
+
 def main(argv=None):
-    cfg = configure(globals(), argv, prefix="sft_")
+    """Fine-tunes with the current config (configure() or `__main__` set it; argv, a list, also may)."""
+    cfg = (configurator.configure(globals(), argv, prefix="sft_") if argv is not None
+           else configurator.effective_config(globals()))
     if chat_template not in TEMPLATES:
         raise UserError(f"unknown chat template '{chat_template}'; choose one of {', '.join(TEMPLATES)}")
     if not 0 < val_fraction < 1:
@@ -602,7 +614,9 @@ def main(argv=None):
     iters = max_iters
     if epochs > 0:  # passes over the training conversations (cards 001, 003)
         iters = math.ceil(epochs * len(examples["train"]) / (batch_size * gradient_accumulation_steps * world_size))
-    run = {**cfg, "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
+    base_cfg = ckpt.get("config", {})  # the pretraining data this model descends from, for eval.py's val_ppl
+    run = {**cfg, "dataset": base_cfg.get("dataset", ""), "data_dir": base_cfg.get("data_dir", "data"),
+           "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
            "warmup_iters": round(warmup_frac * iters) if warmup_frac > 0 else warmup_iters,
            "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
     if rank == 0:
@@ -612,4 +626,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    configurator.configure(globals(), prefix="sft_")
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the loop began (preparing data, loading): nothing to save yet
+        raise SystemExit(130)

@@ -13,10 +13,14 @@ sft.py imports the pieces below (setup_device, configure_optimizer, get_lr, trai
 rather than writing a second loop.
 """
 
+import functools
 import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -37,6 +41,7 @@ out_dir = "out/run"
 init_from = "scratch"       # "scratch" | "resume" (continue out_dir) | a checkpoint dir (a new stage, fresh optimizer) | hf:PATH_OR_REPO
 dataset = "stdlib_python"   # a folder under data_dir, or a weighted mixture "code:0.6,starcoder:0.4" (card 002)
 data_dir = "data"
+tokenizer = "bpe"           # for bins train.py prepares itself (data.py's key): bpe, a tiktoken name, hf:REPO or a path
 data_order = "random"       # "random" windows (nanoGPT) | "sequential" (card 000's best-first curriculum)
 batch_size = 12             # micro-batch per process; tokens/step = batch_size * block_size * accumulation * processes
 block_size = 1024
@@ -322,6 +327,31 @@ def check_config(cfg):
         raise UserError(f"max_iters={cfg['max_iters']} must be >= 0 and learning_rate={cfg['learning_rate']} > 0")
 
 
+STOP_REQUESTED = []  # Ctrl-C during train(): finish the step, save a checkpoint, exit 130
+
+
+def stop_on_ctrl_c(fn):
+    """Ctrl-C makes fn's loop stop after its current step (it checks STOP_REQUESTED) instead of losing the run
+    to a traceback; a second Ctrl-C interrupts at once. One process only: under torchrun the ranks could stop
+    at different steps and the checkpoint's gather would hang."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return fn(*args, **kwargs)
+
+        def ask(signum, frame):
+            STOP_REQUESTED.append(signum)
+            signal.signal(signal.SIGINT, previous)
+        STOP_REQUESTED.clear()
+        previous = signal.signal(signal.SIGINT, ask)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return wrapper
+
+
+@stop_on_ctrl_c
 def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     """Runs the training loop described by cfg on model; returns a summary dict. Used by sft.py too."""
     check_config(cfg)
@@ -408,6 +438,11 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         just_resumed = False
         if at_end or cfg["eval_only"]:
             break
+        if STOP_REQUESTED:
+            checkpoint(losses.get("val"))
+            print(f"\ninterrupted at step {iter_num}: checkpoint saved in {out_dir}; resume with the same command "
+                  f"plus --init_from=resume", file=sys.stderr)
+            raise SystemExit(130)
 
         # one optimizer step: forward under autocast, scaled backward, unscale, clip, guard, step, update
         t0 = time.time()
@@ -572,4 +607,7 @@ def main():
 
 if __name__ == "__main__":
     configurator.configure(globals())
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the loop began (preparing data, loading): nothing to save yet
+        raise SystemExit(130)

@@ -30,7 +30,7 @@ fim_rate = 0.0
 batch_size = 8             # fits a 16 GB T4 in fp16 at 1024 tokens
 gradient_accumulation_steps = 16   # 8 x 16 x 1024 = 131,072 tokens/step
 max_iters = 22900     # ~3B tokens (card 001) / 131,072 tokens per step
-lr_decay_iters = 22900
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 learning_rate = 3e-4     # GPT-3 table (Brown et al. 2020) for this size
 min_lr = 3e-5
 warmup_iters = 1000

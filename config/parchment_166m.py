@@ -32,7 +32,7 @@ fim_rate = 0.0
 batch_size = 16
 gradient_accumulation_steps = 8    # 16 x 8 x 1024 = 131,072 tokens/step
 max_iters = 30000                  # ~3.9B tokens
-lr_decay_iters = 30000
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 learning_rate = 3e-4               # card 003: 3e-4 -> 3e-5 cosine
 min_lr = 3e-5
 warmup_iters = 2000                # card 003

@@ -41,7 +41,7 @@ fim_rate = 0.0
 batch_size = 8
 gradient_accumulation_steps = 1
 max_iters = 54000                  # 442M / 8,192; the card's "~60,000 steps" rounds this up
-lr_decay_iters = 54000
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 learning_rate = 3e-4               # our choice for AdamW on every tensor; nanochat runs Muon on the block
 muon_lr = 0.0                      # matrices: --muon_lr=0.02 does that here (untested at this scale, so off)
 lr_schedule = "wsd"                # nanochat: constant, then linear warmdown over the last 20% to 0

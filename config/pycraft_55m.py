@@ -43,7 +43,7 @@ max_iters = 4000                   # card 000: 4,000 steps, 1.05B tokens
 learning_rate = 3e-4
 min_lr = 3e-5                      # our choice: the code decays with cosine; 10% floor as in card 003
 warmup_iters = 500
-lr_decay_iters = 4000
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 weight_decay = 0.1                 # on 2-D tensors only
 beta1 = 0.9
 beta2 = 0.95

@@ -38,7 +38,7 @@ fim_rate = 0.0
 batch_size = 16
 gradient_accumulation_steps = 32   # 16 x 32 x 1024 = 524,288 tokens/step
 max_iters = 12016                  # card 002 stage 1: 6.3B tokens / 524,288
-lr_decay_iters = 12016
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 learning_rate = 3e-4
 min_lr = 3e-5
 warmup_iters = 2000

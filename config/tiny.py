@@ -39,7 +39,7 @@ fim_rate = 0.5
 batch_size = 16
 gradient_accumulation_steps = 1
 max_iters = 600
-lr_decay_iters = 600
+lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
 learning_rate = 2e-3               # small models take a large LR
 min_lr = 2e-4
 warmup_iters = 50
