@@ -4,7 +4,7 @@ Loss curves from metrics.jsonl: train and val loss against tokens seen, the lear
     python plot.py --out_dir=out/tiny                                   # writes out/tiny/loss.png
     python plot.py --out_dir=out/tiny,out/tiny_sft --plot_file=runs.png  # several runs on one figure
 
-From a notebook: `import plot; plot.plot_runs(["out/tiny"])` returns the matplotlib figure.
+From a notebook: `import plot; plot.plot_runs(["out/tiny"])` draws inline and returns the matplotlib figure.
 matplotlib is an optional extra (pip install matplotlib); reading the metrics needs nothing but json.
 """
 
@@ -59,8 +59,6 @@ def loss_curves(rows, x_axis="tokens"):
 def plot_runs(run_dirs, x_axis="tokens"):
     """One figure: each run's step loss (thin), eval train/val loss (markers), and its lr on the right axis."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only: no display needed on a server or in CI
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("plotting needs matplotlib: pip install matplotlib") from None
@@ -91,6 +89,11 @@ def main():
     run_dirs = [d.strip() for d in cfg["out_dir"].split(",") if d.strip()]
     if not run_dirs:
         raise UserError("out_dir is empty; pass --out_dir=out/RUN (several separated by commas)")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # the command line writes a file: no display needed on a server or in CI
+    except ImportError:
+        pass  # plot_runs says what to install
     fig = plot_runs(run_dirs, cfg["x_axis"])
     path = Path(cfg["plot_file"] or Path(run_dirs[0]) / "loss.png")
     fig.savefig(path, dpi=120)
