@@ -169,15 +169,14 @@ def effective_config(g):
 
 
 # The range of every numeric setting, by name, for all scripts (a key means the same thing wherever it
-# appears). Checked before any work starts: --grad_clip=-1 flipped the gradient and --timeout=-1 failed
-# correct code, silently. Interval notation: [ ] includes the end, ( ) excludes it.
+# appears; model sizes are GPTConfig's to check). Checked before any work starts: --grad_clip=-1 flipped
+# the gradient and --timeout=-1 failed correct code, silently. Interval notation: [ ] includes the end.
 _AT_LEAST_1 = ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
                "grad_skip_window", "max_skips_in_row", "num_samples", "max_new_tokens", "gen_batch_size", "sample_tokens",
-               "syntax_samples", "ppl_stride", "pad_vocab_multiple", "simplemath_max", "memory_mb", "vocab_size",
-               "n_layer", "n_embd", "n_head")
+               "syntax_samples", "ppl_stride", "pad_vocab_multiple", "simplemath_max", "memory_mb")
 _AT_LEAST_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "epochs", "max_examples", "limit", "workers", "num_proc",
                "max_docs", "max_chars", "max_shards", "tokenizer_train_chars", "top_k", "ppl_context", "val_tokens",
-               "n_kv_head", "ffn_hidden", "grad_clip", "grad_skip_factor", "weight_decay", "min_lr", "muon_lr",
+               "grad_clip", "grad_skip_factor", "weight_decay", "min_lr", "muon_lr",
                "temperature", "init_std", "emb_init_std", "logit_softcap")
 RANGES = {
     **dict.fromkeys(_AT_LEAST_1, "[1, inf)"), **dict.fromkeys(_AT_LEAST_0, "[0, inf)"),
@@ -207,9 +206,12 @@ def check_ranges(cfg):
             above = value > low if spec[0] == "(" else value >= low
             below = value < high if spec[-1] == ")" else value <= high
             if not (above and below and math.isfinite(value)):
-                bad.append(f"--{key}={value!r} is outside {spec}")
+                lo = spec[1:].split(",")[0]
+                words = (f"at least {lo}" if spec.startswith("[") else f"greater than {lo}") if spec.endswith("inf)") \
+                    else f"in {spec}"
+                bad.append(f"{key}={value!r} must be {words}")
         elif key in CHOICES and value not in CHOICES[key]:
-            bad.append(f"--{key}={value!r} is not one of {', '.join(CHOICES[key])}")
+            bad.append(f"{key}={value!r} is not one of {', '.join(CHOICES[key])}")
     if bad:
         raise UserError("; ".join(bad))
 
