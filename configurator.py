@@ -152,7 +152,12 @@ def configure(g, argv=None, prefix="", **overrides):
         assign(key, _parse_value(key, text, default) if key in known else text, from_preset=False)
     for key, value in overrides.items():
         assign(key, value, from_preset=False)
-    return effective_config(g)
+    try:
+        return effective_config(g)
+    except UserError:  # a notebook that catches the error must not go on with the values just refused
+        for k, v in g["_defaults"].items():
+            g[k] = dict(v) if isinstance(v, dict) else v
+        raise
 
 
 def _known_constant(k, v):

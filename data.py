@@ -795,7 +795,7 @@ def lock_folder(folder, name=".lock"):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
-        holder = f.read().strip() or "unknown"
+        holder = (f.read().split() or ["unknown"])[-1]
         f.close()
         raise UserError(f"{folder} is in use by another run (process {holder} holds {path}); wait for it to finish "
                         "or use another folder") from None

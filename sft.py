@@ -422,6 +422,8 @@ def load_conversations(spec, cfg):
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, cap = item.rsplit(":", 1) if re.search(r":\d+$", item) else (item, "")
         limit, filtered = int(cap) if cap else cfg["max_examples"], 0
+        if cap and limit < 1:
+            raise UserError(f"sft_data '{item}' asks for no conversations; give N >= 1, or leave {name} out")
         if name in GENERATED:
             make, default = GENERATED[name]
             got = make(limit or default, rng, cfg)

@@ -286,11 +286,14 @@ def read_checkpoint(path, device="cpu"):
         raise UserError(f"no checkpoint at {file}; train one first (python train.py --preset=tiny writes out/tiny)")
     try:
         ckpt = torch.load(file, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refuses objects a plain checkpoint never holds; never unpickle them
-        raise UserError(f"{file} is not a checkpoint this project wrote: it holds Python objects beyond tensors, "
-                        "numbers and strings; refusing to load it") from None
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # weights_only met a class or function: never unpickle it
+            raise UserError(f"{file} is not a checkpoint this project wrote: it holds Python objects beyond tensors, "
+                            "numbers and strings; refusing to load it") from None
+        raise UserError(f"{file} is truncated or corrupt (not a torch.save file); use another checkpoint or train "
+                        "again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        raise UserError(f"{file} is truncated or corrupt ({str(e).splitlines()[0][:80] or type(e).__name__}); "
+        raise UserError(f"{file} is truncated or corrupt ({str(e).split(chr(10))[0][:80] or type(e).__name__}); "
                         "use another checkpoint or train again") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_config" not in ckpt:
         raise UserError(f"{file} is not a checkpoint this project wrote (no model weights and config in it)")
@@ -643,6 +646,23 @@ def prepare_loaders(cfg, rank, world_size, device):
     return loaders, enc
 
 
+def check_memory(config, cfg, dev):
+    """Refuses at once a run that cannot fit, rather than failing mid-allocation or swapping for hours. A lower
+    bound: AdamW keeps 16 bytes per weight (fp32 weight, grad, two moments), the logits of a micro-batch 8 bytes
+    per entry (values and grads), and the model has at least 2*n_embd^2 attention weights per layer."""
+    params = config.n_layer * 2 * config.n_embd ** 2 + config.vocab_size * config.n_embd
+    need = 16 * params + 8 * cfg["batch_size"] * cfg["block_size"] * config.vocab_size
+    try:
+        have = (torch.cuda.get_device_properties(dev).total_memory if dev.startswith("cuda")
+                else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # a platform that does not say
+        return
+    if need > have:
+        raise UserError(f"this run needs at least {need / 2**30:,.1f} GiB ({params / 1e6:,.0f}M+ weights with AdamW, "
+                        f"logits of batch_size={cfg['batch_size']} x block_size={cfg['block_size']}) but {dev} has "
+                        f"{have / 2**30:,.1f} GiB; lower n_embd, n_layer or batch_size")
+
+
 def check_architecture(saved, source):
     """A run continued from a checkpoint has its architecture: a flag set to another value is refused, not ignored."""
     differ = [f"{k}={cfg_value!r} (it has {saved[k]!r})" for k, cfg_value in model_args.items()
@@ -669,6 +689,7 @@ def main():
     if cfg["init_from"] == "scratch":
         margs = {**model_args, "block_size": cfg["block_size"]}
         margs.setdefault("vocab_size", loaders["train"].vocab_size)
+        check_memory(GPTConfig(**margs), cfg, dev)  # before the weights are allocated
         model = GPT(GPTConfig(**margs))
         name, tok_hash = enc.name, data.tokenizer_hash(enc)
     elif cfg["init_from"] == "resume":
@@ -682,6 +703,7 @@ def main():
                                                                                if k == "dropout"})
         check_architecture(stage["model_config"], cfg["init_from"])
         name, tok_hash = stage_enc.name, data.tokenizer_hash(stage_enc)
+    check_memory(model.config, cfg, dev)
     # the checkpoint's tokenizer against the data's: re-prepared bins or a later stage's bins may hold another one
     data.check_meta(loaders["train"].meta, model.config.vocab_size, tok_hash, name)
     if cfg["block_size"] > model.config.block_size:
