@@ -591,7 +591,7 @@ def main(argv=None):
             bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,
                                      world_size=world_size, device=dev) if n_chat < batch_size else None
             if bin_loader:
-                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc))
+                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name)
             loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
     else:
         pad = pad_token(chat_template, enc)
