@@ -323,7 +323,8 @@ def test_8_kills_during_resume_lose_nothing(data_dir, tmp_path):
                 break
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
-        assert [r["iter"] for r in rows(cut) if "loss" in r] == [1, 2, 3, 4]  # every row parses, none lost
+        # every row parses and none is lost (the kill may land after step 5 was logged)
+        assert [r["iter"] for r in rows(cut) if "loss" in r][:4] == [1, 2, 3, 4]
         train.load_checkpoint(cut)  # weights and tokenizer load and agree
         survived += 1
     run([f"--out_dir={cut}", "--init_from=resume", *common])
