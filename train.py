@@ -21,7 +21,7 @@ import pickle
 import random
 import shutil
 import time
-import zipfile
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -285,14 +285,16 @@ def read_checkpoint(path, device="cpu"):
     if not file.exists():
         raise UserError(f"no checkpoint at {file}; train one first (python train.py --preset=tiny writes out/tiny)")
     try:
-        ckpt = torch.load(file, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # garbage bytes read as an odd pickle protocol warn before they fail
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(file, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" in str(e).lower():  # weights_only met a class or function: never unpickle it
             raise UserError(f"{file} is not a checkpoint this project wrote: it holds Python objects beyond tensors, "
                             "numbers and strings; refusing to load it") from None
         raise UserError(f"{file} is truncated or corrupt (not a torch.save file); use another checkpoint or train "
                         "again") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # a damaged file fails anywhere in the unpickler: IndexError, KeyError, EOFError...
         raise UserError(f"{file} is truncated or corrupt ({str(e).split(chr(10))[0][:80] or type(e).__name__}); "
                         "use another checkpoint or train again") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_config" not in ckpt:

@@ -6,6 +6,7 @@ n_embd 32, a few steps on a 16-token context."""
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -380,7 +381,7 @@ def corrupt(folder, kind):
     elif kind == "truncated":
         path.write_bytes(good[:len(good) // 2])
     elif kind == "garbage":
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(0).randbytes(4096))
     else:  # a pickle payload where the weights should be
         torch.save({"model": Payload(), "model_config": {}}, path)
 
