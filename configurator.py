@@ -17,7 +17,9 @@ sft.py and eval.py, each taking its own constants from it.
 
 import ast
 import difflib
+import math
 import os
+import re
 import sys
 from dataclasses import fields
 
@@ -38,6 +40,10 @@ def list_presets():
 
 def load_preset(name):
     """Executes config/NAME.py and returns its constants as a dict."""
+    # a preset is a name, never a path: --preset=../../x must not execute a file outside config/
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)) or ".." in str(name):
+        raise UserError(f"--preset takes the name of a file in config/ ({', '.join(list_presets())}), not a path; "
+                        "copy a recipe of your own into config/ to use it")
     path = os.path.join(CONFIG_DIR, f"{name}.py")
     if not os.path.exists(path):
         raise UserError(f"unknown preset '{name}'; the presets are: {', '.join(list_presets())}")
@@ -152,7 +158,12 @@ def configure(g, argv=None, prefix="", **overrides):
         assign(key, _parse_value(key, text, default) if key in known else text, from_preset=False)
     for key, value in overrides.items():
         assign(key, value, from_preset=False)
-    return effective_config(g)
+    try:
+        return effective_config(g)
+    except UserError:  # a notebook that catches the error must not go on with the values just refused
+        for k, v in g["_defaults"].items():
+            g[k] = dict(v) if isinstance(v, dict) else v
+        raise
 
 
 def _known_constant(k, v):
@@ -160,11 +171,60 @@ def _known_constant(k, v):
 
 
 def effective_config(g):
-    """The script's config as it stands now, including constants a notebook set by hand."""
+    """The script's config as it stands now, including constants a notebook set by hand; every value in range."""
     keys = g["_defaults"] if "_defaults" in g else [k for k, v in g.items() if _known_constant(k, v)]
     cfg = {k: g[k] for k in keys if k != "model_args"}
     cfg.update(g.get("model_args", {}))
+    check_ranges(cfg)
     return cfg
+
+
+# The range of every numeric setting, by name, for all scripts (a key means the same thing wherever it
+# appears; model sizes are GPTConfig's to check). Checked before any work starts: --grad_clip=-1 flipped
+# the gradient and --timeout=-1 failed correct code, silently. Interval notation: [ ] includes the end.
+_AT_LEAST_1 = ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
+               "grad_skip_window", "max_skips_in_row", "num_samples", "max_new_tokens", "gen_batch_size", "sample_tokens",
+               "syntax_samples", "ppl_stride", "pad_vocab_multiple", "simplemath_max", "memory_mb")
+_AT_LEAST_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "epochs", "max_examples", "limit", "workers", "num_proc",
+               "max_docs", "max_chars", "max_shards", "tokenizer_train_chars", "top_k", "ppl_context", "val_tokens",
+               "grad_clip", "grad_skip_factor", "weight_decay", "min_lr", "muon_lr",
+               "temperature", "init_std", "emb_init_std", "logit_softcap")
+RANGES = {
+    **dict.fromkeys(_AT_LEAST_1, "[1, inf)"), **dict.fromkeys(_AT_LEAST_0, "[0, inf)"),
+    **dict.fromkeys(("dropout", "beta1", "beta2"), "[0, 1)"),
+    **dict.fromkeys(("fim_rate", "fim_spm_rate", "midtrain_ratio", "warmdown_frac", "warmup_frac"), "[0, 1]"),
+    **dict.fromkeys(("learning_rate", "adam_eps", "timeout", "repetition_penalty", "rope_theta", "norm_eps",
+                     "val_fraction"), "(0, inf)"),
+    "top_p": "(0, 1]",
+    "seed": "[0, 4294967295]",  # numpy seeds are 32-bit
+}
+CHOICES = {
+    "lr_schedule": ("cosine", "linear", "constant", "wsd"),
+    "data_order": ("random", "sequential"),
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "filters": ("none", "card001"),
+    "split_pattern": ("gpt4", "gpt4_digits2"),
+}
+
+
+def check_ranges(cfg):
+    """One error listing every value outside RANGES or CHOICES, with what each key accepts."""
+    bad = []
+    for key, value in cfg.items():
+        if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            spec = RANGES[key]
+            low, high = (float(x) for x in spec[1:-1].split(","))
+            above = value > low if spec[0] == "(" else value >= low
+            below = value < high if spec[-1] == ")" else value <= high
+            if not (above and below and math.isfinite(value)):
+                lo = spec[1:].split(",")[0]
+                words = (f"at least {lo}" if spec.startswith("[") else f"greater than {lo}") if spec.endswith("inf)") \
+                    else f"in {spec}"
+                bad.append(f"{key}={value!r} must be {words}")
+        elif key in CHOICES and value not in CHOICES[key]:
+            bad.append(f"{key}={value!r} is not one of {', '.join(CHOICES[key])}")
+    if bad:
+        raise UserError("; ".join(bad))
 
 
 def print_config(cfg, file=sys.stdout):

@@ -18,6 +18,7 @@ Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the 
 
 import base64
 import collections
+import errno
 import glob
 import gzip
 import hashlib
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import sysconfig
 import time
@@ -187,12 +189,19 @@ def save_tokenizer(enc, out_dir):
     """Writes out_dir/tokenizer.tiktoken (ranks) and out_dir/tokenizer.json (name, pattern, specials)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "tokenizer.tiktoken").write_bytes(_rank_file_bytes(enc))
+    write_atomic(out_dir / "tokenizer.tiktoken", _rank_file_bytes(enc))
     info = {"name": enc.name, "pattern": enc._pat_str, "special_tokens": enc._special_tokens,
             "n_vocab": enc.n_vocab, "ranks": "tokenizer.tiktoken", "hash": tokenizer_hash(enc)}
     path = out_dir / "tokenizer.json"
-    path.write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(path, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode())
     return path
+
+
+def write_atomic(path, content):
+    """A temp file renamed over path: a kill mid-write leaves the old file whole, never half of the new one."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
 
 
 def load_tokenizer(spec):
@@ -215,11 +224,19 @@ def load_tokenizer(spec):
         if not ranks_path.is_file():
             raise UserError(f"{ranks_path}, the rank file {path} names, is missing; copy it beside {path.name}")
         ranks = {}
-        for line in ranks_path.read_bytes().splitlines():
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-        return tiktoken.Encoding(name=info["name"], pat_str=info["pattern"], mergeable_ranks=ranks,
-                                 special_tokens=info["special_tokens"])
+        try:
+            for line in ranks_path.read_bytes().splitlines():
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok, validate=True)] = int(rank)
+            enc = tiktoken.Encoding(name=info["name"], pat_str=info["pattern"], mergeable_ranks=ranks,
+                                    special_tokens=info["special_tokens"])
+        except (ValueError, TypeError):  # a torn or edited line; tiktoken itself panics on holes in the ranks
+            raise UserError(f"{ranks_path} is damaged (a line is not 'base64 rank'); copy the tokenizer again") from None
+        # the hash tokenizer.json records is checked: a rank file missing a line loads, and tokenizes differently
+        if info.get("hash") and tokenizer_hash(enc) != info["hash"]:
+            raise UserError(f"{ranks_path} does not match {path} (hash {tokenizer_hash(enc)}, expected {info['hash']}): "
+                            "the tokenizer files were changed or damaged; copy both again from where they were made")
+        return enc
     return _load_tiktoken(spec)
 
 
@@ -707,6 +724,9 @@ def dataset_sources(dataset, data_dir):
     (card 002); files:PATH and hf:OWNER/REPO/FILE keep their colon and weigh 1."""
     sources = []
     for part in filter(None, (p.strip() for p in str(dataset).split(","))):
+        if "/" in part.partition(":")[0] or os.path.isfile(part):
+            raise UserError(f"--dataset={part} is a path; a dataset is a name (stdlib_python, fineweb_edu, ...), "
+                            f"or files:PATH for your own files (--dataset=files:{part})")
         name, _, weight = (part, "", "") if part.startswith(("files:", "hf:")) else part.partition(":")
         try:
             weight = float(weight or 1.0)
@@ -723,12 +743,97 @@ def _config(cfg):
     return out
 
 
+# the settings that decide which token ids the bins hold: bins made with others are never trained on silently
+TOKENIZER_KEYS = ("tokenizer", "vocab_size", "special_tokens", "split_pattern", "bos_token")
+NOT_SETTINGS = ("data_dir", "data_name", "num_proc")  # where the bins go and how fast: not what they hold
+
+
+def differing_settings(old, new, keys=None):
+    """'key old -> new' for each data setting that differs ("" when none); vocab_size only counts for our BPE."""
+    keys = [k for k in (keys or CONFIG_KEYS) if k not in NOT_SETTINGS and k in old and k in new]
+    if new.get("tokenizer") != "bpe" and old.get("tokenizer") == new.get("tokenizer"):
+        keys = [k for k in keys if k != "vocab_size"]
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys if norm(old[k]) != norm(new[k]))
+
+
 def prepare(cfg=None):
-    """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory."""
+    """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory.
+
+    The new bins are built in a folder beside the old one and replace it only when complete: a typo, a full
+    disk or a kill leaves a good prepared dataset as it was. Bins made with other settings are never
+    replaced silently: keep both with another --data_name, or delete the old folder first."""
+    from configurator import check_ranges
     cfg = _config(cfg)
+    check_ranges(cfg)
     out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
+    if out_dir.is_file():
+        raise UserError(f"{out_dir} is a file; pass another --data_name or --data_dir")
+    if (out_dir / "meta.json").is_file():
+        differ = differing_settings(read_meta(out_dir).get("config", {}), cfg)
+        if differ:
+            raise UserError(f"{out_dir} holds bins made with other settings ({differ}); keep both with "
+                            f"--data_name=NEW, or delete {out_dir} to replace them")
+    lock_folder(out_dir.parent, f".{out_dir.name}.lock")
+    build = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(build, ignore_errors=True)  # left by a killed run: ours alone, we hold the lock
+    try:
+        _write_bins(cfg, build, out_dir)
+    except BaseException as e:
+        written = sum(f.stat().st_size for f in build.glob("*")) if build.is_dir() else 0
+        shutil.rmtree(build, ignore_errors=True)
+        unlock_folder(out_dir.parent, f".{out_dir.name}.lock")
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            free = shutil.disk_usage(out_dir.parent).free
+            raise UserError(f"the disk holding {out_dir.parent.resolve()} is full ({free / 2**20:,.1f} MiB free; these bins "
+                            f"need more than the {written / 2**20:,.1f} MiB written): free space or pass another "
+                            f"--data_dir; {out_dir} is unchanged") from None
+        raise
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(build, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    unlock_folder(out_dir.parent, f".{out_dir.name}.lock")
+    return out_dir
+
+
+def lock_folder(folder, name=".lock"):
+    """Holds an exclusive lock on folder/name while this process works there; a second run is refused,
+    naming the process that holds it (two runs on one out_dir garbled metrics.jsonl and lost files)."""
+    import fcntl
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    unlock_folder(folder, name)  # this process's earlier holder: a notebook calling main() again
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = (f.read().split() or ["unknown"])[-1]
+        f.close()
+        raise UserError(f"{folder} is in use by another run (process {holder} holds {path}); wait for it to finish "
+                        "or use another folder") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _LOCKS[str(path.resolve())] = f
+
+
+def unlock_folder(folder, name=".lock"):
+    f = _LOCKS.pop(str((Path(folder) / name).resolve()), None)
+    if f is not None:
+        f.close()
+
+
+_LOCKS = {}  # lock file path -> open file holding the flock
+
+
+def _write_bins(cfg, out_dir, final_dir):
     t0 = time.time()
-    (out_dir / "meta.json").unlink(missing_ok=True)  # bins without their meta are never mistaken for finished ones
+    out_dir.mkdir(parents=True)
     if cfg["tokenizer"] == "bpe":  # card 000/004: our own BPE, trained on training documents only
         texts, n_chars = [], 0
         for is_val, doc in split_documents(iter_documents(cfg, {"seen": 0, "kept": 0, "dropped": {}}), cfg["val_fraction"]):
@@ -807,9 +912,8 @@ def prepare(cfg=None):
         meta["quality"] = {"mean": float(np.mean(scores)), "share_ge_0.8": float(np.mean(np.array(scores) >= 0.8 - 1e-9))}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"filters: kept {stats['kept']:,} of {stats['seen']:,} documents; dropped {stats['dropped']}")
-    print(f"wrote {out_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
+    print(f"wrote {final_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
           f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
-    return out_dir
 
 
 def _split_pattern(name):
@@ -832,7 +936,7 @@ def _read_json(path):
         raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
-def check_meta(meta, vocab_size, tok_hash=None):
+def check_meta(meta, vocab_size, tok_hash=None, tok_name=None):
     """Refuses data the model cannot read: a larger vocabulary, ids out of range, another tokenizer."""
     if meta["vocab_size"] > vocab_size:
         raise UserError(f"the data was tokenized with {meta['tokenizer']} ({meta['vocab_size']:,} ids) but the model has "
@@ -841,7 +945,8 @@ def check_meta(meta, vocab_size, tok_hash=None):
         raise UserError(f"the data holds token id {meta['max_token_id']:,}, out of range for vocab_size={vocab_size:,}")
     if tok_hash and meta["tokenizer_hash"] != tok_hash:
         raise UserError(f"the data was tokenized with {meta['tokenizer']} (hash {meta['tokenizer_hash']}), not the "
-                        f"model's tokenizer (hash {tok_hash}); prepare the data with the model's tokenizer")
+                        f"model's tokenizer {tok_name or ''} (hash {tok_hash}); prepare the data with the model's "
+                        "tokenizer (data.py --tokenizer=CHECKPOINT_DIR), or train from scratch")
 
 
 # -----------------------------------------------------------------------------
@@ -907,7 +1012,11 @@ class Loader:
                 start = (self.positions[i] + self.rank) % windows * T
                 self.positions[i] += self.world_size
             rows.append(bins[i][start:start + T + 1])
-        batch = torch.from_numpy(np.stack(rows).astype(np.int64))
+        batch = np.stack(rows).astype(np.int64)
+        if batch.max() >= self.vocab_size:  # meta.json says otherwise: the bin was damaged or written by another tool
+            raise UserError(f"{self.paths[0][0].parent} holds token id {batch.max():,}, beyond its tokenizer's "
+                            f"{self.vocab_size:,} ids: the bins are corrupt; run `python data.py` for this dataset again")
+        batch = torch.from_numpy(batch)
         x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()  # (B, T) each
         if self.device.type == "cuda":  # pinned host memory lets the copy overlap with compute
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)

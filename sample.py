@@ -66,6 +66,10 @@ class TextStream:
         self.n_tokens += 1
         if token in self.stop_ids:
             return self.finish()
+        if token >= self.enc.n_vocab:
+            raise UserError(f"the model produced token id {token:,}, which its tokenizer {self.enc.name} "
+                            f"({self.enc.n_vocab:,} ids) does not have: the checkpoint's vocab_size is larger than "
+                            "its tokenizer; train with the tokenizer's vocab_size")
         self.pending += self.decoder.decode(self.enc.decode_single_token_bytes(token))
         hits = [i for i in (self.pending.find(s) for s in self.stop_strings) if i >= 0]
         if hits:
@@ -259,6 +263,8 @@ def main():
             ids = fit_context(fim_ids(enc, prefix, suffix), block, "infilling prompt", can_truncate=False)
         else:  # the user may type special tokens on purpose
             ids = fit_context(start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block)
+            if not ids:
+                raise UserError(f"the prompt {prompt!r} is empty; give the model at least one character to continue")
         if kv_cache and len(ids) + max_new_tokens > block:  # the cache holds one context; without it the window slides
             print(f"note: only {block - len(ids)} new tokens fit after the prompt", file=sys.stderr)
         # the middle is shown in colour on a terminal; piped output is plain prefix + middle + suffix

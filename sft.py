@@ -426,6 +426,8 @@ def load_conversations(spec, cfg):
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, cap = item.rsplit(":", 1) if re.search(r":\d+$", item) else (item, "")
         limit, filtered = int(cap) if cap else cfg["max_examples"], 0
+        if cap and limit < 1:
+            raise UserError(f"sft_data '{item}' asks for no conversations; give N >= 1, or leave {name} out")
         if name in GENERATED:
             make, default = GENERATED[name]
             got = make(limit or default, rng, cfg)
@@ -605,7 +607,7 @@ def main(argv=None):
             bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,
                                      world_size=world_size, device=dev) if n_chat < batch_size else None
             if bin_loader:
-                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc))
+                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name)
             loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
     else:
         pad = pad_token(chat_template, enc)

@@ -13,15 +13,19 @@ sft.py imports the pieces below (setup_device, configure_optimizer, get_lr, trai
 rather than writing a second loop.
 """
 
+import errno
 import functools
 import json
 import math
 import os
+import pickle
 import random
+import shutil
 import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -108,6 +112,10 @@ def setup_device(device="auto", dtype="auto", local_rank=0):
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else (
             "mps" if torch.backends.mps.is_available() else "cpu")
     kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device={device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device={device} but PyTorch sees no Apple GPU (MPS); use --device=cpu (or auto)")
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device={device} but PyTorch sees no CUDA GPU; use --device=cpu (or auto)")
@@ -252,8 +260,28 @@ def save_checkpoint(out_dir, ckpt):
     """Write to a temp file, then rename: a crash mid-save leaves the previous ckpt.pt intact."""
     path = Path(out_dir) / "ckpt.pt"
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as "RuntimeError: ... file write failed"
+        tmp.unlink(missing_ok=True)
+        need = sum(v.numel() * v.element_size() for v in _tensors(ckpt))
+        free = shutil.disk_usage(out_dir).free
+        if getattr(e, "errno", None) != errno.ENOSPC and free > need:
+            raise
+        raise UserError(f"the disk holding {Path(out_dir).resolve()} is full: {free / 2**20:,.1f} MiB free, the checkpoint "
+                        f"needs about {need / 2**20:,.1f} MiB; free space there and resume (the previous ckpt.pt is intact)") from None
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 def read_checkpoint(path, device="cpu"):
@@ -261,7 +289,21 @@ def read_checkpoint(path, device="cpu"):
     file = path / "ckpt.pt" if path.is_dir() else path
     if not file.exists():
         raise UserError(f"no checkpoint at {file}; train one first (python train.py --preset=tiny writes out/tiny)")
-    ckpt = torch.load(file, map_location=device, weights_only=True)
+    try:
+        with warnings.catch_warnings():  # garbage bytes read as an odd pickle protocol warn before they fail
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(file, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # weights_only met a class or function: never unpickle it
+            raise UserError(f"{file} is not a checkpoint this project wrote: it holds Python objects beyond tensors, "
+                            "numbers and strings; refusing to load it") from None
+        raise UserError(f"{file} is truncated or corrupt (not a torch.save file); use another checkpoint or train "
+                        "again") from None
+    except Exception as e:  # a damaged file fails anywhere in the unpickler: IndexError, KeyError, EOFError...
+        raise UserError(f"{file} is truncated or corrupt ({str(e).split(chr(10))[0][:80] or type(e).__name__}); "
+                        "use another checkpoint or train again") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_config" not in ckpt:
+        raise UserError(f"{file} is not a checkpoint this project wrote (no model weights and config in it)")
     # a state dict saved from a torch.compile'd model carries this prefix (a common nanoGPT resume bug)
     ckpt["model"] = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     return ckpt
@@ -273,10 +315,34 @@ def load_checkpoint(path, device="cpu", **model_overrides):
     ckpt = read_checkpoint(path, device)
     config = GPTConfig.from_dict({**ckpt["model_config"], **model_overrides})
     model = GPT(config)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: the weights do not match the model config stored beside them "
+                        f"({str(e).splitlines()[1].strip()[:100] if len(str(e).splitlines()) > 1 else e}); the checkpoint is corrupt") from None
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
     enc = data.load_tokenizer(str(folder))
+    name, want = checkpoint_tokenizer(ckpt)
+    if want and data.tokenizer_hash(enc) != want:
+        raise UserError(f"{folder}'s tokenizer ({enc.name}, hash {data.tokenizer_hash(enc)}) is not the one the checkpoint "
+                        f"was trained with ({name}, hash {want}); put that run's tokenizer.json and tokenizer.tiktoken back")
+    if enc.n_vocab > config.vocab_size:
+        raise UserError(f"{folder}'s tokenizer {enc.name} has {enc.n_vocab:,} ids but the model only "
+                        f"{config.vocab_size:,}: they do not belong together")
     return model.to(device).eval(), enc, ckpt
+
+
+def checkpoint_tokenizer(ckpt, folder=None):
+    """(name, hash) of the tokenizer a checkpoint was trained with: recorded in it, or for older checkpoints
+    the one tokenizer.json beside it names; (None, None) when neither says."""
+    if ckpt.get("tokenizer"):
+        return ckpt["tokenizer"]["name"], ckpt["tokenizer"]["hash"]
+    path = Path(folder or "") / "tokenizer.json"
+    if folder and path.is_file():
+        import data
+        info = data._read_json(path)
+        return info.get("name"), info.get("hash")
+    return None, None
 
 # -----------------------------------------------------------------------------
 # the loop
@@ -320,6 +386,7 @@ def gather(obj, ddp, world_size):
 
 def check_config(cfg):
     """The loop's counts must be positive: a zero would divide by zero, or silently average nothing."""
+    configurator.check_ranges(cfg)  # sft.py hands train() a dict of its own; every value in range here too
     for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if cfg[key] < 1:
             raise UserError(f"{key}={cfg[key]} must be at least 1")
@@ -363,15 +430,22 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
     optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
                                     (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev, cfg.get("muon_lr", 0.0))
-    iter_num, best_val, skipped_total, tokens_seen = 0, float("inf"), 0, 0
+    iter_num, best_val, skipped_total, tokens_seen, scaler_skips = 0, float("inf"), 0, 0, 0
     norms, skips_in_row = [], 0  # the guard's memory: recent accepted grad norms, skips since the last step taken
     if resume is not None:
+        if len(resume["ranks"]) != world_size:  # each rank's data position and RNG belong to that rank alone
+            raise UserError(f"{out_dir} was saved by {len(resume['ranks'])} process(es) and this run has {world_size}: "
+                            f"resume with {len(resume['ranks'])} (torchrun --nproc_per_node), or start a new stage "
+                            f"with --init_from={out_dir} --out_dir=NEW")
+        if master:
+            report_changes(resume.get("config", {}), cfg, resume["iter_num"])
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         iter_num, best_val = resume["iter_num"], resume["best_val_loss"]
         skipped_total, tokens_seen = resume["skipped_total"], resume["tokens_seen"]
         norms, skips_in_row = list(resume["recent_grad_norms"]), resume["skips_in_row"]
-        mine = resume["ranks"][rank] if rank < len(resume["ranks"]) else resume["ranks"][0]
+        scaler_skips = resume.get("scaler_skips", 0)
+        mine = resume["ranks"][rank]
         for split, state in mine["loaders"].items():
             loaders[split].load_state_dict(state)
         set_rng_state(mine["rng"])
@@ -385,10 +459,12 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     tokens_per_step = cfg["batch_size"] * cfg["block_size"] * accum * world_size
     device_name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else dev
     metrics = None
+    import data
+    tok = {"name": enc.name, "hash": data.tokenizer_hash(enc)}  # recorded in every checkpoint, checked at every load
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        import data
-        data.save_tokenizer(enc, out_dir)
+        data.lock_folder(out_dir)  # a second run on this out_dir would garble it: it is refused, naming this one
+        if checkpoint_tokenizer({}, out_dir)[1] != tok["hash"]:  # unchanged on resume: never rewritten
+            data.save_tokenizer(enc, out_dir)
         metrics = open_metrics(out_dir / "metrics.jsonl", iter_num)
         total, non_emb = raw_model.num_params()
         flops = raw_model.flops_per_token() * tokens_per_step * cfg["max_iters"]
@@ -404,6 +480,11 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"] or None, config=cfg)
 
     def checkpoint(val_loss):
+        # a NaN in the weights would replace the last good checkpoint with one nothing can resume or sample from
+        finite = torch.stack([torch.isfinite(v).all() for v in raw_model.state_dict().values() if v.is_floating_point()])
+        if not bool(finite.all()):
+            raise UserError(f"iter {iter_num}: the weights hold NaN or inf; not saving them over the last good checkpoint "
+                            f"in {out_dir}: resume from it with a lower learning_rate")
         states = gather({"loaders": {s: l.state_dict() for s, l in loaders.items()}, "rng": rng_state()},
                         ddp, world_size)
         if master:
@@ -412,8 +493,8 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
                 "scaler": scaler.state_dict(), "model_config": asdict(raw_model.config), "config": cfg,
                 "iter_num": iter_num, "best_val_loss": best_val, "val_loss": val_loss,
                 "skipped_total": skipped_total, "tokens_seen": tokens_seen, "ranks": states,
-                "recent_grad_norms": norms, "skips_in_row": skips_in_row,
-                "chat_template": None, **(extra_ckpt or {})})
+                "recent_grad_norms": norms, "skips_in_row": skips_in_row, "scaler_skips": scaler_skips,
+                "losses": losses, "tokenizer": tok, "chat_template": None, **(extra_ckpt or {})})
 
     t_start = time.time()
     losses = {}
@@ -424,6 +505,10 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         at_end = iter_num >= cfg["max_iters"]
+        if just_resumed and at_end:  # nothing left to train: report the final evaluation the checkpoint holds
+            losses = resume.get("losses") or {"val": resume.get("val_loss")}
+            if master:
+                print(f"{out_dir} already reached max_iters={cfg['max_iters']}: final val loss {losses.get('val')}")
         if (iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
             losses = estimate_loss(model, {k: loaders[k] for k in ("train", "val") if k in loaders},
                                    cfg["eval_iters"], ctx, ddp)
@@ -467,11 +552,20 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         # the one host sync per step: the guard needs the numbers (never per micro-step)
         loss_val, norm_val = loss_sum.item(), norm.item()
         median = float(np.median(norms)) if len(norms) >= 10 else None
-        reason = ("non-finite loss" if not math.isfinite(loss_val) else
+        # fp16: inf/NaN gradients with a finite loss are the GradScaler's overflow; it skips the step and lowers
+        # its scale (its job, counted apart): the guard's divergence count is for the model's own failures
+        overflow = scaler.is_enabled() and math.isfinite(loss_val) and not math.isfinite(norm_val)
+        reason = None if overflow else ("non-finite loss" if not math.isfinite(loss_val) else
                   "non-finite gradient" if not math.isfinite(norm_val) else
                   f"grad norm {norm_val:.3g} > {cfg['grad_skip_factor']}x median {median:.3g}"
                   if cfg["grad_skip_factor"] and median and norm_val > cfg["grad_skip_factor"] * median else None)
-        if reason is None:
+        if overflow:
+            scaler_skips += 1
+            if master:
+                print(f"iter {iter_num}: fp16 overflow, the GradScaler skipped the step and lowers its scale "
+                      f"({scaler_skips} so far)")
+                log_row(metrics, wandb, {"iter": iter_num, "scaler_skip": scaler_skips})
+        elif reason is None:
             scaler.step(optimizer)
             norms = (norms + [norm_val])[-cfg["grad_skip_window"]:]
             skips_in_row = 0
@@ -506,25 +600,47 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     wall = time.time() - t_start
     summary = {"iters": iter_num, "tokens": tokens_seen, "train_loss": losses.get("train"),
                "val_loss": losses.get("val"), "wall_s": wall, "device_hours": wall * world_size / 3600,
-               "skipped": skipped_total}
+               "skipped": skipped_total, "scaler_skips": scaler_skips}
     if master:
         print(f"done: {iter_num} steps, {tokens_seen / 1e6:,.2f}M tokens, {wall:.1f}s wall, "
               f"{summary['device_hours']:.3f} device-hours, {skipped_total} skipped steps; checkpoint in {out_dir}")
         log_row(metrics, wandb, {"summary": summary})
         metrics.close()
+        data.unlock_folder(out_dir)
     return summary
+
+
+# a resumed run cannot change these: its random streams, its data and its model are the checkpoint's
+FIXED_AT_RESUME = ("seed", "dataset", "data_order")
+
+
+def report_changes(old, new, iter_num):
+    """Says which settings differ from the checkpoint's (they take effect now); refuses those that cannot."""
+    changed = {k: (old[k], new[k]) for k in new if k in old and old[k] != new[k] and k != "init_from"}
+    fixed = [f"{k}={b!r} (the checkpoint's is {a!r})" for k, (a, b) in changed.items() if k in FIXED_AT_RESUME]
+    if fixed:
+        raise UserError(f"a resumed run keeps its {', '.join(FIXED_AT_RESUME)}: {'; '.join(fixed)}; drop the "
+                        "override, or start a new stage with --init_from=OUT_DIR --out_dir=NEW")
+    if changed:
+        print(f"resume: changed since the checkpoint, in effect from iter {iter_num}: "
+              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
 
 
 def open_metrics(path, start_iter):
     """metrics.jsonl, appended; on resume, rows logged after the checkpoint was taken are dropped."""
     rows = []
     if start_iter and path.exists():
-        rows = [r for r in path.read_text().splitlines() if json.loads(r).get("iter", -1) <= start_iter
-                and "summary" not in r]
-    f = open(path, "w", buffering=1)
-    for r in rows:
-        f.write(r + "\n")
-    return f
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+            if row.get("iter", -1) <= start_iter and "summary" not in row:
+                rows.append(line + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")  # rewritten whole, then renamed: a kill now loses no row
+    tmp.write_text("".join(rows))
+    os.replace(tmp, path)
+    return open(path, "a", buffering=1)
 
 
 def log_row(metrics, wandb, row):
@@ -540,13 +656,22 @@ def prepare_loaders(cfg, rank, world_size, device):
     """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins."""
     import data
     sources = []
+    recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
     for name, folder, weight in data.dataset_sources(cfg["dataset"], cfg["data_dir"]):
+        # the recipe's data settings, with this run's overrides of the keys both share (vocab_size, seed)
+        wanted = {**recipe, **cfg, "dataset": name, "data_name": ""}
+        if (folder / "meta.json").exists() and recipe:
+            # bins another recipe made (another vocabulary) must not be trained on without a word (issue 11)
+            keys = [k for k in data.TOKENIZER_KEYS if k in recipe]
+            differ = data.differing_settings(data.read_meta(folder).get("config", {}), data._config(wanted), keys)
+            if differ:
+                raise UserError(f"{folder} was prepared with other tokenizer settings than --preset={cfg['preset']} "
+                                f"({differ}); keep both: data.py --preset={cfg['preset']} --data_name=NEW, then "
+                                f"--dataset=NEW here")
         if not (folder / "meta.json").exists():
             if rank == 0:
                 print(f"{folder} has no bins yet: preparing them with data.py")
-                recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
-                # the recipe's data settings, with this run's overrides of the keys both share (vocab_size, seed)
-                data.prepare({**recipe, **cfg, "dataset": name, "data_name": ""})
+                data.prepare(wanted)
             if world_size > 1:
                 import torch.distributed as dist
                 dist.barrier()
@@ -557,6 +682,32 @@ def prepare_loaders(cfg, rank, world_size, device):
                for split in ("train", "val")}
     enc = data.load_tokenizer(sources[0][0])
     return loaders, enc
+
+
+def check_memory(config, cfg, dev):
+    """Refuses at once a run that cannot fit, rather than failing mid-allocation or swapping for hours. A lower
+    bound: AdamW keeps 16 bytes per weight (fp32 weight, grad, two moments), the logits of a micro-batch 8 bytes
+    per entry (values and grads), and the model has at least 2*n_embd^2 attention weights per layer."""
+    params = config.n_layer * 2 * config.n_embd ** 2 + config.vocab_size * config.n_embd
+    need = 16 * params + 8 * cfg["batch_size"] * cfg["block_size"] * config.vocab_size
+    try:
+        have = (torch.cuda.get_device_properties(dev).total_memory if dev.startswith("cuda")
+                else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # a platform that does not say
+        return
+    if need > have:
+        raise UserError(f"this run needs at least {need / 2**30:,.1f} GiB ({params / 1e6:,.0f}M+ weights with AdamW, "
+                        f"logits of batch_size={cfg['batch_size']} x block_size={cfg['block_size']}) but {dev} has "
+                        f"{have / 2**30:,.1f} GiB; lower n_embd, n_layer or batch_size")
+
+
+def check_architecture(saved, source):
+    """A run continued from a checkpoint has its architecture: a flag set to another value is refused, not ignored."""
+    differ = [f"{k}={cfg_value!r} (it has {saved[k]!r})" for k, cfg_value in model_args.items()
+              if k in saved and k not in ("dropout", "block_size") and saved[k] != cfg_value]
+    if differ:
+        raise UserError(f"{source} was trained with another architecture: {'; '.join(differ)}; drop these flags "
+                        "(a checkpoint's architecture cannot change) or train from scratch into a new --out_dir")
 
 
 def main():
@@ -571,23 +722,32 @@ def main():
     np.random.seed(cfg["seed"] + rank)
     dev, _, _, _ = setup_device(cfg["device"], cfg["dtype"], local_rank)
     loaders, enc = prepare_loaders(cfg, rank, world_size, dev)
+    import data
     resume = None
     if cfg["init_from"] == "scratch":
         margs = {**model_args, "block_size": cfg["block_size"]}
         margs.setdefault("vocab_size", loaders["train"].vocab_size)
+        check_memory(GPTConfig(**margs), cfg, dev)  # before the weights are allocated
         model = GPT(GPTConfig(**margs))
+        name, tok_hash = enc.name, data.tokenizer_hash(enc)
     elif cfg["init_from"].startswith("hf:"):  # a Hugging Face folder or hub repo (export.py); the data must use its tokenizer
         import export
         model, enc, _ = export.load_hf(cfg["init_from"][3:], **{k: v for k, v in model_args.items() if k == "dropout"})
+        name, tok_hash = enc.name, data.tokenizer_hash(enc)
     elif cfg["init_from"] == "resume":
         resume = read_checkpoint(cfg["out_dir"])
+        check_architecture(resume["model_config"], cfg["out_dir"])
         model = GPT(GPTConfig.from_dict(resume["model_config"]))
         model.load_state_dict(resume["model"])
+        name, tok_hash = checkpoint_tokenizer(resume, cfg["out_dir"])
     else:  # a new stage from an earlier run: its weights, fresh optimizer and schedule (cards 002 and 004)
-        model, _, _ = load_checkpoint(cfg["init_from"], "cpu", **{k: v for k, v in model_args.items()
-                                                                      if k == "dropout"})
-    import data
-    data.check_meta(loaders["train"].meta, model.config.vocab_size, data.tokenizer_hash(enc))
+        model, stage_enc, stage = load_checkpoint(cfg["init_from"], "cpu", **{k: v for k, v in model_args.items()
+                                                                               if k == "dropout"})
+        check_architecture(stage["model_config"], cfg["init_from"])
+        name, tok_hash = stage_enc.name, data.tokenizer_hash(stage_enc)
+    check_memory(model.config, cfg, dev)
+    # the checkpoint's tokenizer against the data's: re-prepared bins or a later stage's bins may hold another one
+    data.check_meta(loaders["train"].meta, model.config.vocab_size, tok_hash, name)
     if cfg["block_size"] > model.config.block_size:
         raise UserError(f"block_size={cfg['block_size']} is longer than the model's context "
                         f"({model.config.block_size}); lower --block_size")
