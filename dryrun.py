@@ -174,7 +174,7 @@ def main():
               out_dir=str(out), sample_tokens=8)
     for suffix, spec in STAGES.get(preset, []):
         prev, out = out, root / f"{preset}_{suffix}"
-        run_stage(f"stage {suffix}", train, **common, **loop, dataset=spec, data_dir=str(data_dir), tokenizer=tok,
+        run_stage(f"stage {suffix}", train, **common, **model, **loop, dataset=spec, data_dir=str(data_dir), tokenizer=tok,
                   init_from=str(prev), out_dir=str(out), sample_prompt="")
     if recipe.get("fim_rate"):  # card 000's infilling
         run_stage("fill in the middle", sample, preset=preset, out_dir=str(out), fim_prefix="def add(a, b):\n",
