@@ -599,9 +599,12 @@ def main(argv=None):
 
     bins = ""
     if midtrain_ratio > 0:
-        base = ckpt["config"]  # default bins: the base run's dataset (the first part of a mixture)
+        base = ckpt.get("config") or {}  # default bins: the base run's dataset (the first part of a mixture)
+        if not (pretrain_data or base.get("pretrain_data") or base.get("dataset")):
+            raise UserError(f"{source} names no pretraining data to mix in (a model from outside this project); "
+                            "pass --pretrain_data=data/NAME, bins prepared with its tokenizer")
         bins = pretrain_data or base.get("pretrain_data") or str(
-            data.dataset_sources(base["dataset"], base["data_dir"])[0][1])
+            data.dataset_sources(base["dataset"], base.get("data_dir", "data"))[0][1])
         n_chat, loaders = max(1, round(midtrain_ratio * batch_size)), {}
         for split in examples:
             bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,

@@ -358,3 +358,18 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
           f"(logits std {ours.std():.2f})")
     print("  files (MB): " + ", ".join(f"{k} {v:,.2f}" for k, v in sizes.items()))
     assert diff < 1e-3 and all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_midtraining_a_foreign_model_asks_for_its_pretraining_bins(tmp_path):
+    """A Hugging Face folder that this project did not write names no pretraining data: one line, not a KeyError."""
+    enc = data.train_bpe([open(data.stdlib_files()[0]).read()[:20000]], 300, ["<|endoftext|>"], verbose=False)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=32, n_layer=1, n_embd=32, n_head=4, pos="rope",
+                          norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False))
+    out = export.export(model, enc, tmp_path / "hf")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.pop("slm", None)  # what a folder from the hub looks like
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="--pretrain_data="):
+        sft.main([f"--init_from=hf:{out}", f"--out_dir={tmp_path / 'mid'}", "--sft_data=simplemath:40",
+                  "--midtrain_ratio=0.5", "--max_iters=1", "--batch_size=2", "--device=cpu", "--dtype=float32"])
