@@ -216,7 +216,7 @@ def extract(zip_path, member):
     return out
 
 
-def load_problems(task):
+def load_problems(task, limited=True):
     import data
     path = find_benchmark(task)
     rows = [row for _, row in data.read_jsonl(path)]
@@ -235,7 +235,7 @@ def load_problems(task):
     for r in rows:
         if "task_id" in r:  # MBPP's are numbers; completions files may quote them
             r["task_id"] = str(r["task_id"])
-    return rows[:limit] if limit else rows
+    return rows[:limit] if limit and limited else rows
 
 
 def mbpp_prompt(row):
@@ -488,7 +488,7 @@ def eval_gsm8k(model, enc, ckpt, ctx):
     from sft import checkpoint_template, render_prompt, stop_tokens
     template = checkpoint_template(ckpt, chat_template) if chat else ""
     shots = "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"
-                    for r in (load_problems("gsm8k_train")[:gsm8k_shots] if gsm8k_shots else []))
+                    for r in (load_problems("gsm8k_train", limited=False)[:gsm8k_shots] if gsm8k_shots else []))
     generations, rows = [], load_problems("gsm8k")
     for r in rows:
         ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
@@ -705,7 +705,7 @@ def score_code(task, problems, samples):
     out = {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in passed.values()) / len(passed)
            for k in sorted({int(k) for k in k_values} or {1}) if k <= n_min}
     out["n"] = len(passed)
-    total = len(load_problems(task)) if limit else len(problems)
+    total = len(load_problems(task, limited=False)) if limit else len(problems)
     if len(passed) < total:
         out["subset"] = f"{len(passed)} of {total}"
     out["details"] = [{"task_id": tid, "result": r} for (tid, _), r in zip(jobs, results)]
@@ -811,9 +811,12 @@ def main():
         if len(names) != 1 or names[0] not in CODE_TASKS:
             raise UserError("--completions scores one code task: add --tasks=humaneval or --tasks=mbpp")
         require_code_execution(names[0])
-        problems = load_problems(names[0])
+        problems = load_problems(names[0], limited=False)
+        samples = read_completions(completions, problems)
+        if limit:  # --limit=N: the first N problems of the benchmark that the file answers
+            samples = dict(list(samples.items())[:limit])
         results[names[0]] = dict(definition=definition(names[0], from_file=True),
-                                 **score_code(names[0], problems, read_completions(completions, problems)))
+                                 **score_code(names[0], problems, samples))
         meta = {"completions": completions, "isolation": isolation() or "none (rlimits and an in-process guard)"}
         return write_results(results_file or completions + ".results.json", meta, results)
     check_inputs(names)

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from contextlib import nullcontext
@@ -314,28 +313,31 @@ def test_gsm8k_strict_and_flexible_match_lm_evals_own_filters_and_metric():
     assert ours["exact_match,flexible-extract"] == pytest.approx(6 / 9)  # rows 1, 2, 3, 4, 6, 7 ("7.0" is not "7")
 
 
-def test_multiple_choice_acc_norm_matches_lm_evals_process_results():
-    """lm-eval's own ConfigurableTask.process_results on fixture log-likelihoods: acc_norm divides by len(choice)."""
-    pytest.importorskip("lm_eval", reason="lm-eval (requirements-test.txt) is absent")
-    import numpy as np
-    choices = ["ice", "liquid water", "steam", "a"]
-    lls = [-3.0, -7.5, -4.1, -2.9]
-    # lm-eval computes: completion_len = [float(len(i)) for i in choices]; argmax(lls / completion_len)
-    from lm_eval.api.task import ConfigurableTask
-    assert "completion_len = np.array([float(len(i)) for i in choices])" in \
-        __import__("inspect").getsource(ConfigurableTask.process_results)
-    ref_norm = int(np.argmax(np.array(lls) / np.array([float(len(c)) for c in choices])))
+MC_ROWS = [  # (choices, gold, log-likelihoods of " " + choice): ties, long and short choices
+    (["ice", "liquid water", "steam", "a"], 1, [-3.0, -7.5, -4.1, -2.9]),
+    (["yes", "no"], 0, [-2.0, -2.0]),
+    (["a cat sat on the mat", "dog"], 0, [-9.0, -4.0]),
+    (["x", "yy", "zzz"], 2, [-1.0, -2.0, -3.0]),
+]
 
-    class Fixed(torch.nn.Module):  # returns the fixed log-likelihoods through ev.loglikelihoods' caller
-        pass
-    calls = iter(lls)
-    saved = ev.loglikelihoods
-    ev.loglikelihoods = lambda model, requests, ctx=None: [next(calls) for _ in requests]
-    try:
-        got = ev.score_multiple_choice(None, byte_tokenizer(), [("Q", choices, ref_norm)])
-    finally:
-        ev.loglikelihoods = saved
-    assert got["acc_norm"] == 1.0 and got["acc"] == (ref_norm == int(np.argmax(lls)))
+
+def test_multiple_choice_acc_and_acc_norm_match_lm_evals_process_results(monkeypatch):
+    """lm-eval's own MultipleChoiceTask.process_results on the same log-likelihoods."""
+    task = pytest.importorskip("lm_eval.api.task", reason="lm-eval (requirements-test.txt) is absent")
+    theirs = [task.MultipleChoiceTask.process_results(None, {"choices": c, "gold": g}, [(ll, False) for ll in lls])
+              for c, g, lls in MC_ROWS]
+    seen = []
+
+    def fixed(model, requests, ctx=None):  # the log-likelihoods above, in request order
+        seen.extend(requests)
+        return [ll for _, _, lls in MC_ROWS for ll in lls]
+    monkeypatch.setattr(ev, "loglikelihoods", fixed)
+    enc = byte_tokenizer()
+    ours = ev.score_multiple_choice(None, enc, [("Q", c, g) for c, g, _ in MC_ROWS])
+    assert ours["acc"] == pytest.approx(sum(r["acc"] for r in theirs) / len(MC_ROWS))
+    assert ours["acc_norm"] == pytest.approx(sum(r["acc_norm"] for r in theirs) / len(MC_ROWS))
+    assert ours["acc"] != ours["acc_norm"]  # the rows tell the two apart
+    assert enc.decode(seen[0][1]) == " ice"  # the continuation is " " + choice, as lm-eval's requests
 
 
 def test_wikitext_detokenizer_matches_lm_evals():

@@ -7,7 +7,6 @@ Needs Linux user namespaces (skipped with the reason otherwise)."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,8 @@ HOSTILE = {  # name -> program; {out} is a folder outside scratch, {victim} a pr
     # scratch is bounded
     "fills_disk": "for i in range(16):\n    open(f'big{{i}}', 'wb').write(bytes(16 * 2**20))\n",
     "fills_inodes": "for i in range(5000):\n    open(f'f{{i}}', 'w').close()\n",
+    # memory: the address-space rlimit (1 GiB) stops it
+    "memory_hog": "blocks = [bytearray(2**30) for _ in range(3)]\n",
     # network
     "loopback": "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n",
     "internet": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n",
@@ -162,8 +163,8 @@ def test_nothing_outside_scratch_is_writable(hostile_run, name):
     assert (out / "victim.txt").stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("name", ["fills_disk", "fills_inodes"])
-def test_scratch_is_bounded_in_bytes_and_files(hostile_run, name):
+@pytest.mark.parametrize("name", ["fills_disk", "fills_inodes", "memory_hog"])
+def test_scratch_and_memory_are_bounded(hostile_run, name):
     assert hostile_run["verdicts"][name] != "passed"
 
 
