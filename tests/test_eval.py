@@ -448,3 +448,40 @@ def test_finished_tasks_are_written_when_a_later_task_fails(monkeypatch, tmp_pat
     saved = json.loads(target.read_text())
     assert saved["failed_task"] == "arc_easy" and list(saved["results"]) == ["wikitext2"]
     assert saved["results"]["wikitext2"]["word_perplexity"] > 1
+
+
+def test_wikitext_download_is_plain_http_cached_and_unzipped(monkeypatch, tmp_path):
+    """The real download path against a local server holding a zip laid out as wikitext-2-raw-v1.zip."""
+    import http.server
+    import io
+    import threading
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("wikitext-2-raw/wiki.train.raw", " = Other = \n")
+        z.writestr("wikitext-2-raw/wiki.test.raw", (FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"))
+    payload, hits = buf.getvalue(), []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/wikitext-2-raw-v1.zip"
+        monkeypatch.setitem(ev.SOURCES, "wikitext2", (url,) + ev.SOURCES["wikitext2"][1:])
+        monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
+        monkeypatch.setattr(ev, "tasks", "wikitext2")
+        first, second = ev.find_benchmark("wikitext2"), ev.find_benchmark("wikitext2")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first == second and first.endswith("wiki.test.raw") and hits == ["/wikitext-2-raw-v1.zip"]
+    assert len(ev.wikitext_documents(first)) == 3
