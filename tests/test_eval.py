@@ -120,6 +120,14 @@ def test_pass_at_k_matches_human_evals_estimator(n, c, k):
     assert ev.pass_at_k(n, c, k) == pytest.approx(float(ref), abs=1e-12)
 
 
+@pytest.mark.parametrize("seconds", [0.0, -1.0])
+def test_a_timeout_that_is_not_positive_is_refused(monkeypatch, seconds):
+    monkeypatch.setattr(ev, "allow_code_execution", True)
+    monkeypatch.setattr(ev, "timeout", seconds)
+    with pytest.raises(UserError, match="must be a positive number of seconds"):
+        ev.require_code_execution("humaneval")
+
+
 def test_nothing_runs_without_the_flag(monkeypatch):
     monkeypatch.setattr(ev, "allow_code_execution", False)
     monkeypatch.setattr(ev, "run_program", lambda program: pytest.fail("a program ran without the flag"))
