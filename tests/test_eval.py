@@ -529,3 +529,16 @@ def test_every_benchmark_runs_end_to_end_on_a_checkpoint_and_names_its_definitio
     assert results["hellaswag"]["definition"] == "lm-eval hellaswag acc, acc_norm" and "acc_norm" in results["arc_easy"]
     assert set(results["wikitext2"]) >= {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
     assert saved["isolation"]
+
+
+@pytest.mark.parametrize("task, stops", [("humaneval", ev.HUMANEVAL_STOP), ("mbpp", ev.MBPP_STOP)])
+def test_stop_sequences_are_lm_evals(task, stops):
+    yaml = pytest.importorskip("yaml", reason="PyYAML (installed with lm-eval) is absent")
+    tasks_dir = pytest.importorskip("lm_eval.tasks", reason="lm-eval is absent").__path__[0]
+
+    class Loader(yaml.SafeLoader):  # lm-eval's task files tag functions with !function
+        pass
+    Loader.add_constructor("!function", lambda loader, node: None)
+    with open(os.path.join(tasks_dir, task, f"{task}.yaml")) as f:
+        config = yaml.load(f, Loader=Loader)
+    assert stops == config["generation_kwargs"]["until"]
