@@ -373,7 +373,7 @@ URLS = {
     "mbpp": "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
     "hellaswag_val": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
     "arc": "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip",
-    "wikitext2_test": "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/test.txt",
+    "wikitext2": "https://wikitext.smerity.com/wikitext-2-raw-v1.zip",  # the raw release lm-eval's wikitext task scores
 }
 SHARDS = {"fineweb_edu": 14, "the_stack_python": 144}
 TEXT_FIELDS = ("text", "content")  # the document column of a JSONL/parquet file (FineWeb: text, The Stack: content)

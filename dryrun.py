@@ -112,7 +112,7 @@ FIXTURES = {  # eval's benchmark file names, two items each, in the published ro
         "water", "stone", "wood", "iron"])}, "answerKey": "A"}] * 2,
     "ARC-Challenge-Test.jsonl": [{"question": {"stem": "What do plants take in?", "choices": _choices("1234", [
         "carbon dioxide", "gold", "plastic", "sand"])}, "answerKey": "1"}] * 2,
-    "wikitext2_test.txt": " = Valkyria Chronicles = \n\n The game began development in 2010 . \n" * 20,
+    "wiki.test.raw": " \n = Valkyria Chronicles = \n \n The game began development in 2010 . \n \n" * 20,
 }
 
 

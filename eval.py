@@ -139,8 +139,7 @@ SOURCES = {
     "hellaswag": ("hellaswag_val", "hellaswag_val.jsonl", None),
     "arc_easy": ("arc", "ARC-V1-Feb2018.zip", "ARC-Easy-Test.jsonl"),
     "arc_challenge": ("arc", "ARC-V1-Feb2018.zip", "ARC-Challenge-Test.jsonl"),
-    # the raw (untokenized) release, as lm-eval's wikitext task; data.URLS' copy is the <unk>-tokenized one
-    "wikitext2": ("https://wikitext.smerity.com/wikitext-2-raw-v1.zip", "wikitext-2-raw-v1.zip", "wiki.test.raw"),
+    "wikitext2": ("wikitext2", "wikitext-2-raw-v1.zip", "wiki.test.raw"),  # the raw release, as lm-eval's wikitext
 }
 
 # -----------------------------------------------------------------------------
