@@ -169,6 +169,13 @@ def test_train_bpe_user_errors():
         data.train_bpe(["abc abc"], 300, [], verbose=False)
 
 
+def test_data_prep_imports_no_torch():
+    # torch was 2.5 s of data.py's 2.85 s import, and preparing data needs none of it (issue 14)
+    code = "import data, sys; data.load_tokenizer('cl100k_base'); assert 'torch' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_cl100k_offline_fallback():
     enc = data.load_tokenizer("cl100k_base")
     assert enc.name == "cl100k_base" and enc.n_vocab == 100277
