@@ -4,12 +4,15 @@ Benchmarks (time and compression of the BPE trainer, tokenization throughput, th
     python -m pytest -m benchmark -s tests/test_data.py
 """
 
+import glob
+import html
 import io
 import json
 import os
 import random
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
@@ -160,6 +163,14 @@ def test_bpe_matches_brute_force_reference(pattern):
     # tiktoken's encoder with our ranks reproduces "apply the merges in training order"
     for text in texts + [stdlib_texts(300, 1)[0][:2000], "abababab aaaaaaa 9876543210"]:
         assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
+
+
+def test_parallel_counting_gives_identical_merges(corpus):
+    # the shards' Counters merge in another order than one process counts; the merges must not notice
+    assert data.count_chunks_parallel(corpus, data.GPT4_SPLIT, num_proc=3) == data.count_chunks(corpus, data.GPT4_SPLIT)
+    one = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=1)
+    three = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=3)
+    assert one._mergeable_ranks == three._mergeable_ranks
 
 
 def test_train_bpe_user_errors():
@@ -503,6 +514,110 @@ def test_loader_refuses_bad_data(tmp_path):
 
 # -----------------------------------------------------------------------------
 # benchmarks (not in the default run)
+
+
+def english_corpus(megabytes):
+    """English-like text made on the machine, cached: the docstrings and comments of every .py file of the standard
+    library and site-packages plus their .txt/.rst/.md files (111 MB on the dev machine), then the text of HTML
+    documentation on disk (tags stripped: the Rust docs under ~/.rustup, /usr/share/doc) until `megabytes`."""
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    if path.is_file():
+        return path.read_text().split("\x00")
+    prose = regex.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'|^[ \t]*#+ ?([^\n]*)$', regex.S | regex.M)
+    tags = regex.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", regex.S | regex.I)
+    paths = sysconfig.get_paths()
+    roots = [paths["stdlib"], paths["purelib"], *sorted(glob.glob(str(Path.home() / ".rustup/toolchains/*/share/doc"))),
+             "/usr/share/doc"]
+    docs, seen, size = [], set(), 0
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for f in sorted(files):
+                if not f.endswith((".py", ".txt", ".rst", ".md", ".html")):
+                    continue
+                try:
+                    text = Path(folder, f).read_text(encoding="utf-8")
+                except (UnicodeDecodeError, OSError):
+                    continue
+                if f.endswith(".py"):
+                    text = "\n".join(next(g for g in m.groups() if g is not None) for m in prose.finditer(text))
+                elif f.endswith(".html"):
+                    text = regex.sub(r"[ \t]*\n\s*", "\n", html.unescape(tags.sub(" ", text)))
+                if text.strip() and text not in seen and "\x00" not in text:
+                    seen.add(text)
+                    docs.append(text)
+                    size += len(text.encode())
+                    if size >= megabytes * 1e6:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text("\x00".join(docs))
+                        return docs
+    pytest.skip(f"only {size / 1e6:.0f} MB of text on this machine, {megabytes} MB needed")
+
+
+def run_with_peak_memory(args):
+    """Runs a command; returns its stdout and the peak memory (MB) of it and its children together, as proportional
+    set size: pages a forked child shares with its parent count once, not twice as with RSS."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        pids, total = [proc.pid], 0
+        while pids:
+            pid = pids.pop()
+            try:
+                total += int(regex.search(r"Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text())[1])
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except (OSError, TypeError):
+                pass  # the process ended meanwhile
+        peak = max(peak, total / 1024)
+        time.sleep(0.02)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out
+    return out, peak
+
+
+TRAIN_ONE_BPE = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+import hashlib, data, tiktoken
+texts = [t.decode() for t in open(sys.argv[2], "rb").read().split(b"\\x00")]
+t0 = time.perf_counter()
+if sys.argv[1] == "ours":
+    ranks = data.train_bpe(texts, 65536, [], pattern=data.GPT4_DIGITS2_SPLIT, verbose=False)._mergeable_ranks
+else:
+    import rustbpe
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(texts, 65536, pattern=data.GPT4_DIGITS2_SPLIT)
+    ranks = dict(tok.get_mergeable_ranks())
+seconds = time.perf_counter() - t0
+enc = tiktoken.Encoding("bench", pat_str=data.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks, special_tokens={})
+sample = texts[::50]
+print(seconds, sum(len(t.encode()) for t in sample) / sum(map(len, enc.encode_ordinary_batch(sample))),
+      hashlib.sha256(b"|".join(sorted(ranks, key=ranks.get))).hexdigest())
+"""
+
+
+@pytest.mark.benchmark
+def test_benchmark_bpe_against_rustbpe():
+    """Issue 14: picochat's setting (vocab 65,536, nanochat's split) on 200 MB of English-like text, against rustbpe
+    (nanochat's trainer, Rust, counting on all cores). Alternating runs, medians of 5 pairs; each in a fresh process."""
+    pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
+    megabytes = int(os.environ.get("BENCH_MB", 200))
+    english_corpus(megabytes)
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    runs = {"ours": [], "rustbpe": []}
+    for _ in range(int(os.environ.get("BENCH_PAIRS", 5))):
+        for who in runs:
+            out, peak = run_with_peak_memory([sys.executable, "-c", TRAIN_ONE_BPE, who, str(path), str(ROOT)])
+            seconds, bytes_per_token, merges = out.split()
+            runs[who].append((float(seconds), peak, float(bytes_per_token), merges))
+            print(f"{who}: {float(seconds):.1f}s, peak {peak:,.0f} MB, {float(bytes_per_token):.3f} bytes/token")
+    (t_ours, m_ours, bpt_ours, merges_ours), (t_rust, m_rust, bpt_rust, merges_rust) = (
+        [sorted(col)[len(col) // 2] for col in zip(*runs[who])] for who in runs)
+    print(f"\nBPE 65,536 on {megabytes} MB, {os.cpu_count()} cores, medians of {len(runs['ours'])} alternating pairs: "
+          f"ours {t_ours:.1f}s, rustbpe {t_rust:.1f}s: {t_ours / t_rust:.2f}x the time; peak memory {m_ours:,.0f} vs "
+          f"{m_rust:,.0f} MB: {m_ours / m_rust:.2f}x; {bpt_ours:.3f} vs {bpt_rust:.3f} bytes/token; "
+          f"identical merges: {merges_ours == merges_rust}")
+    assert bpt_ours > 0.99 * bpt_rust
 
 
 @pytest.mark.benchmark
