@@ -55,6 +55,7 @@ import glob
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -480,16 +481,24 @@ def gsm8k_scores(generations, answers):
             "exact_match,flexible-extract": sum(map(str.__eq__, flexible, gold)) / len(gold), "n": len(gold)}
 
 
+def fewshot_draws(pool, n, count, seed=1234):
+    """The shots of each of count questions, as lm-eval draws them: one Random(seed) (its default fewshot seed)
+    sampling n rows of the pool per question, in order."""
+    rnd = random.Random(seed)
+    return [rnd.sample(pool, n) if n else [] for _ in range(count)]
+
+
 def eval_gsm8k(model, enc, ckpt, ctx):
-    """Greedy, 0-shot as card 002 reports it (--gsm8k_shots=5: lm-eval's default, with the first five training
-    problems as the shots, where lm-eval draws five at random); with --chat the question is a user turn of the
-    checkpoint's template."""
+    """Greedy, 0-shot as card 002 reports it; --gsm8k_shots=5 is lm-eval's default, its shots drawn as lm-eval
+    draws them (a Random(1234) sampling the training set once per test question, in order). With --chat the
+    question is a user turn of the checkpoint's template."""
     from sft import checkpoint_template, render_prompt, stop_tokens
     template = checkpoint_template(ckpt, chat_template) if chat else ""
-    shots = "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n"
-                    for r in (load_problems("gsm8k_train", limited=False)[:gsm8k_shots] if gsm8k_shots else []))
-    generations, rows = [], load_problems("gsm8k")
-    for r in rows:
+    rows = load_problems("gsm8k")
+    pool = load_problems("gsm8k_train", limited=False) if gsm8k_shots else []
+    generations = []
+    for r, drawn in zip(rows, fewshot_draws(pool, gsm8k_shots, len(rows))):
+        shots = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in drawn)
         ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
                else encode(enc, f"{shots}Question: {r['question']}\nAnswer:"))
         texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,

@@ -329,6 +329,14 @@ MC_ROWS = [  # (choices, gold, log-likelihoods of " " + choice): ties, long and 
 ]
 
 
+def test_gsm8k_five_shot_draws_the_shots_lm_eval_draws():
+    samplers = pytest.importorskip("lm_eval.api.samplers", reason="lm-eval (requirements-test.txt) is absent")
+    pool = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(50)]
+    sampler = samplers.ContextSampler(pool, rnd=1234)  # lm-eval's default fewshot seed
+    assert ev.fewshot_draws(pool, 5, 20) == [list(sampler.sample(5)) for _ in range(20)]
+    assert ev.fewshot_draws(pool, 0, 3) == [[], [], []]
+
+
 def test_multiple_choice_acc_and_acc_norm_match_lm_evals_process_results(monkeypatch):
     """lm-eval's own MultipleChoiceTask.process_results on the same log-likelihoods."""
     task = pytest.importorskip("lm_eval.api.task", reason="lm-eval (requirements-test.txt) is absent")
