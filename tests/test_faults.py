@@ -455,12 +455,7 @@ class OverflowAt(PoisonAt):
         return logits, loss
 
 
-def test_12_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(data_dir, tmp_path):
-    try:
-        with torch.autocast("cpu", dtype=torch.float16):
-            torch.ones(2, 2) @ torch.ones(2, 2)
-    except RuntimeError as e:
-        pytest.skip(f"this CPU build has no float16 autocast: {e}")
+def test_12_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(data_dir, tmp_path, fp16_autocast):
     cfg, model, enc, loaders = loop(data_dir, tmp_path, max_iters=10, eval_interval=10, dtype="float16",
                                     max_skips_in_row=3)
     summary = train.train(cfg, OverflowAt(model, at=set(range(2, 7))), enc, loaders)
