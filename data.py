@@ -91,6 +91,56 @@ GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 TIKTOKEN_FILE_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
 
 
+def get_stats(chunks):
+    """How often each adjacent pair of ids occurs in the chunks (lists of ids): a Counter {(a, b): count}."""
+    return collections.Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
+
+
+def merge(ids, pair, new_id):
+    """ids with every non-overlapping occurrence of pair, left to right, replaced by new_id."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def train_bpe_naive(texts, n_merges, pattern=GPT4_SPLIT):
+    """The textbook BPE trainer (Sennrich et al. 2016 on bytes, as GPT-2 and minbpe): (vocab, merges).
+
+    Cut each text into chunks with the split pattern (a merge never crosses a chunk), start every chunk as its
+    bytes (ids 0..255), then repeat: count all adjacent pairs, give the most frequent pair the next id, replace
+    it everywhere. Ties go to the lowest (left id, right id); a pair whose bytes are already a token is skipped.
+
+        >>> vocab, merges = train_bpe_naive(["aaabdaaabac"], 3, pattern=r"\S+")   # Wikipedia's example
+        >>> merges   # aa (4 times: overlapping pairs count), then ab and aa+a tie at 2: the lower pair wins
+        [(97, 97, 256), (97, 98, 257), (256, 257, 258)]
+        >>> [vocab[new_id] for _, _, new_id in merges]
+        [b'aa', b'ab', b'aaab']
+
+    Every step recounts everything: fine for a page of text, far too slow for a corpus. train_bpe below gives
+    the same merges (tests/test_data.py checks it) by counting each distinct chunk once and updating only the
+    pairs beside each merge."""
+    chunks = [list(c.encode()) for t in texts for c in regex.findall(pattern, t)]
+    vocab = [bytes([b]) for b in range(256)]
+    merges = []
+    while len(merges) < n_merges:
+        stats = get_stats(chunks)
+        candidates = [(-count, pair) for pair, count in stats.items() if vocab[pair[0]] + vocab[pair[1]] not in vocab]
+        if not candidates:
+            break
+        _, pair = min(candidates)
+        new_id = len(vocab)
+        vocab.append(vocab[pair[0]] + vocab[pair[1]])
+        merges.append((*pair, new_id))
+        chunks = [merge(ids, pair, new_id) for ids in chunks]
+    return vocab, merges
+
+
 def count_chunks(texts, pattern):
     """How often each pre-split chunk occurs in texts: a Counter {chunk: count}."""
     split = regex.compile(pattern)
@@ -135,7 +185,8 @@ def count_chunks_parallel(texts, pattern, num_proc=0):
 
 
 def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=True, name=None, num_proc=0):
-    """Byte-level BPE: ids 0..255 are the bytes, then the merges, then the special tokens.
+    """Byte-level BPE: ids 0..255 are the bytes, then the merges, then the special tokens. The same merges as
+    train_bpe_naive above (read that one first), computed incrementally so that a corpus takes seconds.
 
     The pre-split chunks are counted in num_proc processes (0 = all cores). Pairs are counted over the unique
     chunks (weighted by their counts), and after each merge only the chunks holding the merged pair are rewritten,

@@ -111,45 +111,22 @@ def test_tokenizer_hash_sees_changes(enc):
     assert data.tokenizer_hash(other) != data.tokenizer_hash(enc)
 
 
-def naive_train(texts, n_merges, pattern):
-    """The textbook algorithm: recount every pair over every chunk occurrence, merge the best pair everywhere.
-    Best = highest count, then lowest (left id, right id); a pair whose bytes are already a token is skipped."""
-    words = [list(c.encode()) for t in texts for c in regex.findall(pattern, t)]
-    vocab = [bytes([b]) for b in range(256)]
-    merges = []
-    while len(merges) < n_merges:
-        counts = Counter(p for w in words for p in zip(w, w[1:]))
-        candidates = [(-c, p) for p, c in counts.items() if vocab[p[0]] + vocab[p[1]] not in vocab]
-        if not candidates:
-            break
-        _, (a, b) = min(candidates)
-        z = len(vocab)
-        vocab.append(vocab[a] + vocab[b])
-        merges.append((a, b, z))
-        words = [naive_merge(w, a, b, z) for w in words]
-    return vocab, merges
-
-
-def naive_merge(w, a, b, z):
-    out, i = [], 0
-    while i < len(w):
-        if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
-            out.append(z)
-            i += 2
-        else:
-            out.append(w[i])
-            i += 1
-    return out
-
-
 def naive_encode(text, merges, pattern):
     ids = []
     for chunk in regex.findall(pattern, text):
         w = list(chunk.encode())
         for a, b, z in merges:
-            w = naive_merge(w, a, b, z)
+            w = data.merge(w, (a, b), z)
         ids += w
     return ids
+
+
+def test_the_textbook_trainers_worked_example_holds():
+    import doctest
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(data.train_bpe_naive, "train_bpe_naive", globs={"train_bpe_naive": data.train_bpe_naive}):
+        runner.run(test)
+    assert runner.summarize(verbose=False) == (0, 3)  # no failures, three examples run
 
 
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt4_digits2"])
@@ -157,7 +134,7 @@ def test_bpe_matches_brute_force_reference(pattern):
     pat = data.SPLIT_PATTERNS[pattern]
     texts = ["aaaa abab abab ab ba aaa 12345 123 1234567", "the cat sat on the mat; the hat",
              stdlib_texts(40, 1)[0][:2000]]
-    vocab, merges = naive_train(texts, 100, pat)
+    vocab, merges = data.train_bpe_naive(texts, 100, pat)
     enc = data.train_bpe(texts, 256 + 100 + 1, [data.EOT], pattern=pattern, verbose=False)
     assert sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get) == vocab
     # tiktoken's encoder with our ranks reproduces "apply the merges in training order"
