@@ -314,8 +314,10 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
     for i in range(0, n, gen_batch_size):
         idx = torch.tensor([prompt_ids[-keep:]] * min(gen_batch_size, n - i), dtype=torch.long, device=dev)
         with ctx:
-            texts += generate_text(model, enc, idx, max_new_tokens, temperature if temp is None else temp, top_k,
-                                   top_p, repetition_penalty, stop, stop_ids, generator=gen)[0]
+            texts += generate_text(model, enc, idx, max_new_tokens=max_new_tokens,
+                                   temperature=temperature if temp is None else temp, top_k=top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty, stop_strings=stop, stop_ids=stop_ids,
+                                   generator=gen)[0]
     return texts, len(prompt_ids) > keep
 
 

@@ -218,8 +218,10 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
         t0 = time.time()
         with ctx:
             idx = torch_tensor([ids], model)
-            (reply,), n = generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                                        stop, stops, kv_cache, generator, write)
+            (reply,), n = generate_text(model, enc, idx, max_new_tokens=max_new_tokens, temperature=temperature,
+                                        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                        stop_strings=stop, stop_ids=stops, use_cache=kv_cache, generator=generator,
+                                        on_text=write)
         seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
         write("\n")
         messages.append({"role": "assistant", "content": reply})
@@ -274,8 +276,10 @@ def main():
             write(prefix + on if fim else enc.decode(ids[len(start_ids(enc)):]))
             t0 = time.time()
             with ctx:
-                _, n = generate_text(model, enc, torch_tensor([ids], model), max_new_tokens, temperature, top_k,
-                                     top_p, repetition_penalty, stop, end_ids(enc), kv_cache, generator, write)
+                _, n = generate_text(model, enc, torch_tensor([ids], model), max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_k=top_k, top_p=top_p,
+                                     repetition_penalty=repetition_penalty, stop_strings=stop, stop_ids=end_ids(enc),
+                                     use_cache=kv_cache, generator=generator, on_text=write)
             seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
             write((off + suffix if fim else "") + "\n")
             if i < num_samples - 1:

@@ -217,22 +217,29 @@ class Optimizers:
 
 
 def get_lr(it, cfg):
-    """Linear warmup, then the schedule named by cfg["lr_schedule"] down to min_lr at lr_decay_iters."""
-    lr, low, warm = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"]
+    """The learning rate at step it, case by case as nanoGPT's get_lr, with the schedules the cards use."""
+    lr, low, warm, schedule = cfg["learning_rate"], cfg["min_lr"], cfg["warmup_iters"], cfg["lr_schedule"]
     end = cfg["lr_decay_iters"] or cfg["max_iters"]
+    # 1) linear warmup for warmup_iters steps
     if it < warm:
         return lr * (it + 1) / (warm + 1)
-    if it >= end or cfg["lr_schedule"] == "constant":
-        return low if it >= end and cfg["lr_schedule"] != "constant" else lr
-    if cfg["lr_schedule"] == "wsd":
+    # 2) constant: the peak until the end
+    if schedule == "constant":
+        return lr
+    # 3) past the end of the decay: min_lr
+    if it >= end:
+        return low
+    # 4) wsd (nanochat, card 004): the peak, then a linear warmdown to min_lr over the last warmdown_frac
+    if schedule == "wsd":
         start = end - int(cfg["warmdown_frac"] * end)
         return lr if it < start else low + (lr - low) * (end - it) / max(1, end - start)
+    # 5) in between, linear or cosine from the peak down to min_lr
     progress = (it - warm) / max(1, end - warm)
-    if cfg["lr_schedule"] == "linear":
+    if schedule == "linear":
         return lr + (low - lr) * progress
-    if cfg["lr_schedule"] == "cosine":
+    if schedule == "cosine":
         return low + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - low)
-    raise UserError(f"lr_schedule={cfg['lr_schedule']!r} is not one of cosine, linear, constant, wsd")
+    raise UserError(f"lr_schedule={schedule!r} is not one of cosine, linear, constant, wsd")
 
 # -----------------------------------------------------------------------------
 # checkpoints: plain containers, atomic writes, loadable with weights_only=True
@@ -424,7 +431,7 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     check_config(cfg)
     ddp, rank, local_rank, world_size = init_distributed()
     master = rank == 0
-    dev, dt, ctx, scaler = setup_device(cfg["device"], cfg["dtype"], local_rank)
+    dev, dtype_name, ctx, scaler = setup_device(cfg["device"], cfg["dtype"], local_rank)
     out_dir = Path(cfg["out_dir"])
     raw_model = model.to(dev)
     raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
@@ -469,7 +476,7 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         total, non_emb = raw_model.num_params()
         flops = raw_model.flops_per_token() * tokens_per_step * cfg["max_iters"]
         print(f"model: {total / 1e6:.2f}M parameters ({non_emb / 1e6:.2f}M non-embedding) | device {device_name}, "
-              f"{dt}, {world_size} process(es) | {tokens_per_step:,} tokens/step, {cfg['max_iters']:,} steps = "
+              f"{dtype_name}, {world_size} process(es) | {tokens_per_step:,} tokens/step, {cfg['max_iters']:,} steps = "
               f"{tokens_per_step * cfg['max_iters'] / 1e6:,.1f}M tokens, {flops:.2e} FLOPs planned")
     wandb = None
     if cfg.get("wandb_log") and master:
@@ -756,8 +763,8 @@ def main():
         from sample import end_ids, generate_text, start_ids
         ids = torch.tensor([start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
         gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
-        texts, _ = generate_text(model.eval(), enc, ids, cfg["sample_tokens"], 0.8, 50, None, 1.0,
-                                 stop_ids=end_ids(enc), generator=gen)
+        texts, _ = generate_text(model.eval(), enc, ids, max_new_tokens=cfg["sample_tokens"], temperature=0.8,
+                                 top_k=50, top_p=None, repetition_penalty=1.0, stop_ids=end_ids(enc), generator=gen)
         print("sample:\n" + cfg["sample_prompt"] + texts[0])
     if ddp:
         import torch.distributed as dist
