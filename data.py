@@ -307,13 +307,6 @@ def save_tokenizer(enc, out_dir):
     return path
 
 
-def write_atomic(path, content):
-    """A temp file renamed over path: a kill mid-write leaves the old file whole, never half of the new one."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
-
-
 def load_tokenizer(spec):
     """A tiktoken name, "hf:PATH_OR_REPO", a directory holding tokenizer.json, or a tokenizer.json path."""
     spec = str(spec)
@@ -875,9 +868,8 @@ def prepare(cfg=None):
     The new bins are built in a folder beside the old one and replace it only when complete: a typo, a full
     disk or a kill leaves a good prepared dataset as it was. Bins made with other settings are never
     replaced silently: keep both with another --data_name, or delete the old folder first."""
-    from configurator import check_ranges
     cfg = _config(cfg)
-    check_ranges(cfg)
+    configurator.check_ranges(cfg)
     out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
     if out_dir.is_file():
         raise UserError(f"{out_dir} is a file; pass another --data_name or --data_dir")
@@ -909,38 +901,6 @@ def prepare(cfg=None):
     shutil.rmtree(old, ignore_errors=True)
     unlock_folder(out_dir.parent, f".{out_dir.name}.lock")
     return out_dir
-
-
-def lock_folder(folder, name=".lock"):
-    """Holds an exclusive lock on folder/name while this process works there; a second run is refused,
-    naming the process that holds it (two runs on one out_dir garbled metrics.jsonl and lost files)."""
-    import fcntl
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    unlock_folder(folder, name)  # this process's earlier holder: a notebook calling main() again
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = (f.read().split() or ["unknown"])[-1]
-        f.close()
-        raise UserError(f"{folder} is in use by another run (process {holder} holds {path}); wait for it to finish "
-                        "or use another folder") from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    _LOCKS[str(path.resolve())] = f
-
-
-def unlock_folder(folder, name=".lock"):
-    f = _LOCKS.pop(str((Path(folder) / name).resolve()), None)
-    if f is not None:
-        f.close()
-
-
-_LOCKS = {}  # lock file path -> open file holding the flock
 
 
 def _write_bins(cfg, out_dir, final_dir):
@@ -1146,6 +1106,48 @@ class Loader:
                             "resume with the same data settings")
         self.rng.bit_generator.state = sd["rng"]
         self.positions = list(sd["positions"])
+
+
+# -----------------------------------------------------------------------------
+# Files: atomic rewrites and folder locks (train.py uses them too)
+
+_LOCKS = {}  # lock file path -> open file holding the flock
+
+
+def write_atomic(path, content):
+    """A temp file renamed over path: a kill mid-write leaves the old file whole, never half of the new one."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+def lock_folder(folder, name=".lock"):
+    """Holds an exclusive lock on folder/name while this process works there; a second run is refused,
+    naming the process that holds it (two runs on one out_dir garbled metrics.jsonl and lost files)."""
+    import fcntl
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    unlock_folder(folder, name)  # this process's earlier holder: a notebook calling main() again
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = (f.read().split() or ["unknown"])[-1]
+        f.close()
+        raise UserError(f"{folder} is in use by another run (process {holder} holds {path}); wait for it to finish "
+                        "or use another folder") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _LOCKS[str(path.resolve())] = f
+
+
+def unlock_folder(folder, name=".lock"):
+    f = _LOCKS.pop(str((Path(folder) / name).resolve()), None)
+    if f is not None:
+        f.close()
 
 
 # -----------------------------------------------------------------------------

