@@ -57,11 +57,6 @@ def _is_constant(v):
     return v is None or isinstance(v, (bool, int, float, str, list, tuple, dict))
 
 
-def _model_fields():
-    from model import GPTConfig  # imported here so configurator.py stays importable on its own
-    return {f.name: f.default for f in fields(GPTConfig)}
-
-
 def _parse_value(key, text, default):
     """Turns the text of --key=value into a value of the default's type."""
     try:
@@ -104,7 +99,9 @@ def configure(g, argv=None, prefix="", **overrides):
     for k, v in g["_defaults"].items():
         g[k] = dict(v) if isinstance(v, dict) else v
     script_keys = {k: v for k, v in g["_defaults"].items() if k != "model_args"}
-    model_keys = _model_fields() if "model_args" in g else {}
+    # a script with architecture flags (model_args) has imported GPTConfig, whose fields they are: configurator.py
+    # itself imports no other script, so every script can import it
+    model_keys = {f.name: f.default for f in fields(g["GPTConfig"])} if "model_args" in g else {}
     known = set(script_keys) | set(model_keys)
 
     def assign(key, value, from_preset):

@@ -16,6 +16,7 @@ Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pu
 Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids.
 """
 
+import ast
 import base64
 import binascii
 import collections
@@ -455,6 +456,17 @@ def special_id(enc, token, needed_by=None):
     return None
 
 
+def start_ids(enc):
+    """nanochat's tokenizer opens every document with <|bos|> (card 004); the others need nothing."""
+    bos = special_id(enc, BOS)
+    return [] if bos is None else [bos]
+
+
+def end_ids(enc):
+    """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
+    return [i for i in (special_id(enc, EOT), special_id(enc, BOS)) if i is not None]
+
+
 # -----------------------------------------------------------------------------
 # Sources
 
@@ -587,8 +599,7 @@ def _read_text(path, stats):
 
 def _stdlib_docs(stats):
     """English prose: the pydoc topics, then each stdlib module's docstrings (parsed with ast, never imported)."""
-    import ast
-    from pydoc_data.topics import topics
+    from pydoc_data.topics import topics  # here: a large module only this source reads
     for key in sorted(topics):
         yield topics[key]
     for path in stdlib_files():
@@ -1124,7 +1135,7 @@ def write_atomic(path, content):
 def lock_folder(folder, name=".lock"):
     """Holds an exclusive lock on folder/name while this process works there; a second run is refused,
     naming the process that holds it (two runs on one out_dir garbled metrics.jsonl and lost files)."""
-    import fcntl
+    import fcntl  # here: POSIX only, and only locking needs it
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 
 import configurator
+import data
+import eval as evaluate
+import sample
+import sft
+import train
 from configurator import UserError
 
 # -----------------------------------------------------------------------------
@@ -79,7 +84,6 @@ def sft_rows(name, n, rng):
 
 def stand_in_sft_data(spec, folder, rng, n=8):
     """The sft_data spec with each downloaded source replaced by a JSONL file and every source capped at n."""
-    import sft
     parts = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name = item.rsplit(":", 1)[0] if item.rsplit(":", 1)[-1].isdigit() else item
@@ -139,11 +143,6 @@ def run_stage(title, module, **overrides):
 
 
 def main():
-    import data
-    import eval as evaluate
-    import sample
-    import sft
-    import train
     if not preset:
         raise UserError(f"name a preset: --preset=NAME, one of {', '.join(configurator.list_presets())}")
     recipe = configurator.load_preset(preset)

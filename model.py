@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+import configurator
 from configurator import UserError
 
 IGNORE_INDEX = -1  # label value that contributes no loss (prompt and padding positions in SFT)
@@ -455,6 +456,5 @@ def main():
 
 
 if __name__ == "__main__":
-    from configurator import configure
-    configure(globals(), [("--json_output=True" if a == "--json" else a) for a in sys.argv[1:]])
+    configurator.configure(globals(), [("--json_output=True" if a == "--json" else a) for a in sys.argv[1:]])
     main()

@@ -19,8 +19,13 @@ import re
 import sys
 import time
 
+import torch
+
+import configurator
 import data
 from configurator import UserError
+from sft import checkpoint_template, render_prompt, stop_tokens
+from train import load_checkpoint, setup_device
 
 # -----------------------------------------------------------------------------
 # config
@@ -122,15 +127,6 @@ def check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty
         raise UserError("; ".join(problems))
 
 
-def start_ids(enc):
-    """nanochat's tokenizer opens every document with <|bos|> (card 004); the others need nothing."""
-    bos = data.special_id(enc, "<|bos|>")
-    return [] if bos is None else [bos]
-
-
-def end_ids(enc):
-    """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
-    return [i for i in (data.special_id(enc, "<|endoftext|>"), data.special_id(enc, "<|bos|>")) if i is not None]
 
 # -----------------------------------------------------------------------------
 # prompts
@@ -192,7 +188,6 @@ def unescape(text):
 
 
 def chat_loop(model, enc, ckpt, ctx, generator, write):
-    from sft import checkpoint_template, render_prompt, stop_tokens
     template = checkpoint_template(ckpt, chat_template)
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
@@ -229,19 +224,15 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
 
 
 def torch_tensor(rows, model):
-    import torch
     return torch.tensor(rows, dtype=torch.long, device=next(model.parameters()).device)
 
 
 def configure(**overrides):
     """For notebooks: sample.configure(out_dir="out/tiny", prompt="def "), then sample.main()."""
-    import configurator
     return configurator.configure(globals(), [], **overrides)
 
 
 def main():
-    import torch
-    from train import load_checkpoint, setup_device
     check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
     dev, _, ctx, _ = setup_device(device, dtype)
     model, enc, ckpt = load_checkpoint(out_dir, dev)
@@ -264,7 +255,7 @@ def main():
         if fim:  # cutting the front of an infilling prompt would cut its <|fim_prefix|>
             ids = fit_context(fim_ids(enc, prefix, suffix), block, "infilling prompt", can_truncate=False)
         else:  # the user may type special tokens on purpose
-            ids = fit_context(start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block)
+            ids = fit_context(data.start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block)
             if not ids:
                 raise UserError(f"the prompt {prompt!r} is empty; give the model at least one character to continue")
         if kv_cache and len(ids) + max_new_tokens > block:  # the cache holds one context; without it the window slides
@@ -273,12 +264,12 @@ def main():
         on, off = ("\033[1;32m", "\033[0m") if fim and sys.stdout.isatty() else ("", "")
         n_tokens, seconds = 0, 0.0
         for i in range(num_samples):
-            write(prefix + on if fim else enc.decode(ids[len(start_ids(enc)):]))
+            write(prefix + on if fim else enc.decode(ids[len(data.start_ids(enc)):]))
             t0 = time.time()
             with ctx:
                 _, n = generate_text(model, enc, torch_tensor([ids], model), max_new_tokens=max_new_tokens,
                                      temperature=temperature, top_k=top_k, top_p=top_p,
-                                     repetition_penalty=repetition_penalty, stop_strings=stop, stop_ids=end_ids(enc),
+                                     repetition_penalty=repetition_penalty, stop_strings=stop, stop_ids=data.end_ids(enc),
                                      use_cache=kv_cache, generator=generator, on_text=write)
             seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
             write((off + suffix if fim else "") + "\n")
@@ -290,6 +281,5 @@ def main():
 
 
 if __name__ == "__main__":
-    import configurator
     configurator.configure(globals())
     main()

@@ -34,11 +34,14 @@ import os
 import random
 import re
 import sysconfig
+import zipfile
 
 import torch
 
-import data
 import configurator
+import data
+import hf
+import train
 from configurator import UserError, print_config
 from model import IGNORE_INDEX
 
@@ -306,7 +309,6 @@ def multiple_choice(question, choices, answer):
 
 
 def arc():
-    import zipfile
     path, convs, filtered = fetch("arc"), [], 0
     with zipfile.ZipFile(path) as z:  # card 004: ARC-Easy + ARC-Challenge, train splits
         names = sorted(n for n in z.namelist() if re.search(r"ARC-(Easy|Challenge)-Train\.jsonl$", n))
@@ -564,15 +566,13 @@ def main(argv=None):
     source = out_dir if init_from == "resume" else init_from
     if not source.startswith("hf:") and not os.path.exists(source):
         raise UserError(f"no checkpoint at {source}; pretrain first (python train.py) or set --init_from")
-    import train
     _, rank, local_rank, world_size = train.init_distributed()
     convs = load_conversations(sft_data, cfg)  # before the model: a bad data line fails fast
     if len(convs) < 2 * world_size:
         raise UserError(f"sft_data gave {len(convs)} conversations; each process needs a train and a val one")
     dev, _, _, _ = train.setup_device(device, dtype, local_rank)
-    if source.startswith("hf:"):  # a Hugging Face folder or hub repo (export.py)
-        import export
-        model, enc, ckpt = export.load_hf(source[3:], dev, dropout=dropout)
+    if source.startswith("hf:"):  # a Hugging Face folder or hub repo (hf.py)
+        model, enc, ckpt = hf.load_hf(source[3:], dev, dropout=dropout)
     else:
         model, enc, ckpt = train.load_checkpoint(source, dev, dropout=dropout)  # card 000: dropout 0 in SFT
     if init_from == "resume" and ckpt.get("chat_template") != chat_template:

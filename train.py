@@ -32,9 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
 import data
+import hf
 from configurator import UserError
 from model import GPT, GPTConfig
 
@@ -101,7 +104,6 @@ def init_distributed():
     """(ddp, rank, local_rank, world_size); torchrun sets RANK and WORLD_SIZE."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False, 0, 0, 1
-    import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return True, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
@@ -373,7 +375,6 @@ def estimate_loss(model, loaders, eval_iters, ctx, ddp):
             loader.load_state_dict(position)
         mean = losses.mean()
         if ddp:
-            import torch.distributed as dist
             dist.all_reduce(mean, op=dist.ReduceOp.AVG)
         out[split] = mean.item()
     model.train()
@@ -384,7 +385,6 @@ def gather(obj, ddp, world_size):
     """Every process's obj as a list (rank order): each rank's loader and RNG state go into the checkpoint."""
     if not ddp:
         return [obj]
-    import torch.distributed as dist
     objs = [None] * world_size
     dist.all_gather_object(objs, obj)
     return objs
@@ -459,7 +459,6 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
     if cfg["compile"]:
         model = torch.compile(model)
     if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[local_rank] if dev.startswith("cuda") else None)
     accum = cfg["gradient_accumulation_steps"]
     tokens_per_step = cfg["batch_size"] * cfg["block_size"] * accum * world_size
@@ -552,7 +551,6 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
         scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"] or float("inf"))
         if ddp:
-            import torch.distributed as dist
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
         # the one host sync per step: the guard needs the numbers (never per micro-step)
         loss_val, norm_val = loss_sum.item(), norm.item()
@@ -675,7 +673,6 @@ def prepare_loaders(cfg, rank, world_size, device):
                 print(f"{folder} has no bins yet: preparing them with data.py")
                 data.prepare(wanted)
             if world_size > 1:
-                import torch.distributed as dist
                 dist.barrier()
         sources.append((str(folder), weight))
     loaders = {split: data.Loader(sources, split, cfg["batch_size"], cfg["block_size"],
@@ -731,9 +728,8 @@ def main():
         check_memory(GPTConfig(**margs), cfg, dev)  # before the weights are allocated
         model = GPT(GPTConfig(**margs))
         name, tok_hash = enc.name, data.tokenizer_hash(enc)
-    elif cfg["init_from"].startswith("hf:"):  # a Hugging Face folder or hub repo (export.py); the data must use its tokenizer
-        import export
-        model, enc, _ = export.load_hf(cfg["init_from"][3:], **{k: v for k, v in model_args.items() if k == "dropout"})
+    elif cfg["init_from"].startswith("hf:"):  # a Hugging Face folder or hub repo (hf.py); the data must use its tokenizer
+        model, enc, _ = hf.load_hf(cfg["init_from"][3:], **{k: v for k, v in model_args.items() if k == "dropout"})
         name, tok_hash = enc.name, data.tokenizer_hash(enc)
     elif cfg["init_from"] == "resume":
         resume = read_checkpoint(cfg["out_dir"])
@@ -754,14 +750,14 @@ def main():
                         f"({model.config.block_size}); lower --block_size")
     summary = train(cfg, model, enc, loaders, resume=resume)
     if cfg["sample_prompt"] and rank == 0:
-        from sample import end_ids, generate_text, start_ids
-        ids = torch.tensor([start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
+        # one look at what the model learned; sample.py is the full sampler (streaming, chat, FIM)
+        ids = torch.tensor([data.start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
         gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
-        texts, _ = generate_text(model.eval(), enc, ids, max_new_tokens=cfg["sample_tokens"], temperature=0.8,
-                                 top_k=50, top_p=None, repetition_penalty=1.0, stop_ids=end_ids(enc), generator=gen)
-        print("sample:\n" + cfg["sample_prompt"] + texts[0])
+        stops = data.end_ids(enc)
+        new = [t.item() for t in model.eval().generate(ids, cfg["sample_tokens"], temperature=0.8, top_k=50,
+                                                       stop_tokens=stops, generator=gen)]
+        print("sample:\n" + cfg["sample_prompt"] + enc.decode(new[:-1] if new and new[-1] in stops else new))
     if ddp:
-        import torch.distributed as dist
         dist.destroy_process_group()
     return summary
 

@@ -410,8 +410,7 @@ def no_model(*args, **kwargs):
 
 
 def test_file_ppl_without_files_is_refused_before_the_model_loads(monkeypatch, tmp_path):
-    import train
-    monkeypatch.setattr(train, "load_checkpoint", no_model)
+    monkeypatch.setattr(ev, "load_checkpoint", no_model)
     monkeypatch.setattr(ev, "tasks", "val_ppl,file_ppl")
     monkeypatch.setattr(ev, "files", str(tmp_path / "*.py"))
     with pytest.raises(UserError, match="file_ppl needs held-out source files"):
@@ -450,9 +449,8 @@ def test_a_missing_benchmark_offline_names_data_path_and_the_file(monkeypatch, t
 
 
 def test_finished_tasks_are_written_when_a_later_task_fails(monkeypatch, tmp_path):
-    import train
     enc = byte_tokenizer()
-    monkeypatch.setattr(train, "load_checkpoint", lambda out_dir, dev: (unigram_model(enc), enc, {"iter_num": 7}))
+    monkeypatch.setattr(ev, "load_checkpoint", lambda out_dir, dev: (unigram_model(enc), enc, {"iter_num": 7}))
     (tmp_path / "wiki.test.raw").write_text((FIXTURES / "wiki.test.raw").read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "ARC-Easy-Test.jsonl").write_text(json.dumps({"question": "not ARC's shape", "answerKey": "A"}) + "\n")
     target = tmp_path / "eval.json"

@@ -18,6 +18,7 @@ import torch
 import configurator
 import data
 import export
+import hf
 import sft
 from configurator import UserError
 from model import GPT, GPTConfig
@@ -79,9 +80,9 @@ def random_model(flags, seed=0):
     return model
 
 
-def greedy_hf(hf, prompt, n):
+def greedy_hf(theirs, prompt, n):
     """transformers' greedy decoding with its KV cache, stopping at generation_config.json's eos tokens."""
-    out = hf.generate(prompt, max_new_tokens=n, do_sample=False, use_cache=True, repetition_penalty=1.5)
+    out = theirs.generate(prompt, max_new_tokens=n, do_sample=False, use_cache=True, repetition_penalty=1.5)
     return out[0, prompt.size(1):].tolist()
 
 # -----------------------------------------------------------------------------
@@ -95,23 +96,23 @@ def test_export_agrees_with_transformers_and_imports_back_bit_identical(preset, 
     model = random_model(preset_flags(preset, enc.n_vocab))
     template = configurator.load_preset(preset)["chat_template"]
     out = export.export(model, enc, tmp_path / "hf", template)
-    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(hf).__name__ == FAMILIES[preset]
+    theirs = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(theirs).__name__ == FAMILIES[preset]
     assert load_file(out / "model.safetensors")[next(iter(load_file(out / "model.safetensors")))].dtype == torch.float32
-    assert hf.get_input_embeddings().weight.size(0) == enc.n_vocab  # the padding rows sliced off
+    assert theirs.get_input_embeddings().weight.size(0) == enc.n_vocab  # the padding rows sliced off
 
     x = torch.randint(0, enc.n_vocab, (2, 48), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ours, theirs = model(x, all_logits=True)[0], hf(x).logits
-    assert (ours - theirs).abs().max().item() < 1e-4
+        ours, reference = model(x, all_logits=True)[0], theirs(x).logits
+    assert (ours - reference).abs().max().item() < 1e-4
     prompt = x[1:, :6]
     # a random model repeats one token; the CTRL repetition penalty (ours and transformers' alike) keeps it moving
     stop = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
     mine = torch.stack(list(model.generate(prompt, 40, temperature=0.0, repetition_penalty=1.5,
                                            stop_tokens=stop if isinstance(stop, list) else [stop])), 1)[0].tolist()
-    assert len(mine) == 40 and len(set(mine)) > 5 and mine == greedy_hf(hf, prompt, 40)
+    assert len(mine) == 40 and len(set(mine)) > 5 and mine == greedy_hf(theirs, prompt, 40)
 
-    back, enc2, info = export.load_hf(str(out))
+    back, enc2, info = hf.load_hf(str(out))
     assert back.config == model.config and info["architecture"] == FAMILIES[preset]
     assert info["chat_template"] == template and data.tokenizer_hash(enc2) == data.tokenizer_hash(enc)
     V = model.config.vocab_size
@@ -129,7 +130,7 @@ def test_bfloat16_export_and_generation_config(enc, tmp_path):
     out = export.export(model, enc, tmp_path / "hf", "nanochat", weights_dtype="bfloat16")
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["eos_token_id"][0] == enc.encode_single_token("<|assistant_end|>")
-    back, _, _ = export.load_hf(str(out))
+    back, _, _ = hf.load_hf(str(out))
     w = model.state_dict()["blocks.0.mlp.c_fc.weight"]
     assert torch.equal(back.state_dict()["blocks.0.mlp.c_fc.weight"], w.bfloat16().float())
     assert (out / "model.safetensors").stat().st_size < 0.6 * sum(t.numel() * 4 for t in model.state_dict().values())
@@ -150,17 +151,17 @@ def test_folders_saved_by_transformers_import(kind, enc, tmp_path):
                                    num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5,
                                    rope_parameters={"rope_type": "default", "rope_theta": 5000.0}, **size)
     torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(cfg).eval()
+    theirs = AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():
-        for p in hf.parameters():
+        for p in theirs.parameters():
             p.copy_(torch.randn_like(p) / math.sqrt(p.size(-1)) if p.dim() == 2 else 1 + 0.2 * torch.randn_like(p))
-    (hf.transformer if kind == "gpt2_base" else hf).save_pretrained(tmp_path, max_shard_size="100KB" if kind == "llama" else "1GB")
+    (theirs.transformer if kind == "gpt2_base" else theirs).save_pretrained(tmp_path, max_shard_size="100KB" if kind == "llama" else "1GB")
     export.write_tokenizer(enc, tmp_path)
-    model, _, info = export.load_hf(str(tmp_path))
+    model, _, info = hf.load_hf(str(tmp_path))
     assert info["chat_template"] is None and model.config.vocab_size == enc.n_vocab + 3
     x = torch.randint(0, enc.n_vocab, (1, 40), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert (model(x, all_logits=True)[0] - hf(x).logits).abs().max().item() < 1e-4
+        assert (model(x, all_logits=True)[0] - theirs(x).logits).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("flags, flag", [
@@ -174,7 +175,7 @@ def test_folders_saved_by_transformers_import(kind, enc, tmp_path):
 ])
 def test_unrepresentable_flags_are_one_error_naming_the_flag(flags, flag):
     with pytest.raises(UserError, match=rf"^error: {flag}="):
-        export.hf_class(GPTConfig(n_head=4, n_embd=64, **flags))
+        hf.hf_class(GPTConfig(n_head=4, n_embd=64, **flags))
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -186,7 +187,7 @@ def test_cli_errors_are_one_line(tmp_path):
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "mistral"}))
     with pytest.raises(UserError, match="mistral"):
-        export.load_hf(str(tmp_path / "hf"))
+        hf.load_hf(str(tmp_path / "hf"))
 
 # -----------------------------------------------------------------------------
 # tokenizer and chat templates
@@ -208,12 +209,12 @@ def test_cl100k_tokenizer_json_equals_tiktoken(cl100k_dir, stdlib_sample):
 
 def test_own_and_converted_tokenizers_equal_tiktoken(enc, stdlib_sample, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    hf = Tokenizer(models.BPE())  # a StarCoder-style tokenizer (digits split off), converted by data.py
-    hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+    theirs = Tokenizer(models.BPE())  # a StarCoder-style tokenizer (digits split off), converted by data.py
+    theirs.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    hf.train_from_iterator(stdlib_sample[2:], trainers.BpeTrainer(
+    theirs.train_from_iterator(stdlib_sample[2:], trainers.BpeTrainer(
         vocab_size=700, special_tokens=["<|endoftext|>", "<fim_prefix>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    converted = data._encoding_from_hf(json.loads(hf.to_str()), "hf:test")
+    converted = data._encoding_from_hf(json.loads(theirs.to_str()), "hf:test")
     digits2 = data.train_bpe(stdlib_sample[:1], 256 + 200 + 9, SPECIALS[6:], pattern="gpt4_digits2", verbose=False)
     for e in (enc, converted, digits2):
         tok = Tokenizer.from_str(json.dumps(export.tokenizer_json(e)))
@@ -265,23 +266,23 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path / "site")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(export, "HF_URL", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
+        monkeypatch.setattr(hf, "HF_URL", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
         monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
-        back, _, info = export.load_hf("someone/tiny")
+        back, _, info = hf.load_hf("someone/tiny")
         assert Path(info["folder"]) == tmp_path / "cache" / "hf" / "someone" / "tiny"
         assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items() if "wte" not in k and "lm_head" not in k)
         n = len(log)
-        export.load_hf("someone/tiny")  # cached: no second download
+        hf.load_hf("someone/tiny")  # cached: no second download
         assert len(log) == n and any(p.endswith("model.safetensors") for p in log)
         with pytest.raises(UserError, match="someone/missing is no folder here; as a hub repo id: .*404"):
-            export.load_hf("someone/missing")
+            hf.load_hf("someone/missing")
         # a sharded repo (transformers' save_pretrained): model.safetensors is a 404, the index names the shards
         from transformers import AutoModelForCausalLM
-        hf = AutoModelForCausalLM.from_pretrained(site)
+        theirs = AutoModelForCausalLM.from_pretrained(site)
         sharded = tmp_path / "site" / "someone" / "sharded" / "resolve" / "main"
-        hf.save_pretrained(sharded, max_shard_size="50KB")
+        theirs.save_pretrained(sharded, max_shard_size="50KB")
         export.write_tokenizer(enc, sharded)
-        again, _, _ = export.load_hf("someone/sharded")
+        again, _, _ = hf.load_hf("someone/sharded")
         assert all(torch.equal(again.state_dict()[k], v) for k, v in back.state_dict().items())
         assert sum("model-000" in p for p in log) == len(list(sharded.glob("model-*.safetensors"))) > 1
     finally:
@@ -304,7 +305,7 @@ def test_train_and_sft_continue_from_a_hugging_face_folder(tmp_path):
     card = (out / "README.md").read_text()
     assert "Qwen3ForCausalLM" in card and "val loss" in card and "stdlib_python" in card
     base, _, _ = train.load_checkpoint(tmp_path / "base")
-    imported, _, _ = export.load_hf(str(out))
+    imported, _, _ = hf.load_hf(str(out))
     assert all(torch.equal(imported.state_dict()[k], v) for k, v in base.state_dict().items())
     # continue pretraining: the data's tokenizer hash must match the imported one (check_meta in train.main)
     configurator.configure(vars(train), common + [f"--out_dir={tmp_path / 'more'}", "--max_iters=1", f"--init_from=hf:{out}"])
@@ -343,18 +344,18 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
     out = export.export(model, enc, tmp_path / preset, template)
     t_export = time.time() - t0
     t0 = time.time()
-    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    theirs = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     t_hf = time.time() - t0
     t0 = time.time()
-    back, _, _ = export.load_hf(str(out))
+    back, _, _ = hf.load_hf(str(out))
     t_ours = time.time() - t0
     x = torch.tensor([enc.encode(Path(data.stdlib_files()[0]).read_text()[:4000])[:256]])
     with torch.no_grad():
-        ours, theirs = model(x, all_logits=True)[0], hf(x).logits
-    diff = (ours - theirs).abs().max().item()
+        ours, reference = model(x, all_logits=True)[0], theirs(x).logits
+    diff = (ours - reference).abs().max().item()
     sizes = {f.name: f.stat().st_size / 1e6 for f in sorted(out.iterdir())}
     print(f"\n{preset}: {model.num_params()[0] / 1e6:.1f}M params, export {t_export:.1f}s, transformers from_pretrained "
-          f"{t_hf:.1f}s, export.load_hf {t_ours:.1f}s, max |logit diff| fp32 over {x.size(1)} tokens {diff:.2e} "
+          f"{t_hf:.1f}s, hf.load_hf {t_ours:.1f}s, max |logit diff| fp32 over {x.size(1)} tokens {diff:.2e} "
           f"(logits std {ours.std():.2f})")
     print("  files (MB): " + ", ".join(f"{k} {v:,.2f}" for k, v in sizes.items()))
     assert diff < 1e-3 and all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())

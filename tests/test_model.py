@@ -206,7 +206,7 @@ PRESET_SIZES = [("pycraft_55m", 55.3e6, 0.02), ("gpt2_50m", 50.9e6, 0.005), ("gp
 
 @pytest.mark.parametrize("preset,expected,tol", PRESET_SIZES)
 def test_preset_parameter_counts(preset, expected, tol):
-    g = {"model_args": {}}
+    g = {"model_args": {}, "GPTConfig": GPTConfig}
     configurator.configure(g, [f"--preset={preset}"])
     with torch.device("meta"):
         model = GPT(GPTConfig(**g["model_args"]))
@@ -215,7 +215,7 @@ def test_preset_parameter_counts(preset, expected, tol):
 
 
 def test_tiny_preset_is_small():
-    g = {"model_args": {}}
+    g = {"model_args": {}, "GPTConfig": GPTConfig}
     configurator.configure(g, ["--preset=tiny"])
     total, _ = GPT(GPTConfig(**g["model_args"])).num_params()
     assert 1e6 < total < 8e6
@@ -245,7 +245,7 @@ def test_config_errors_are_one_line(args, words):
 
 
 def test_configure_twice_starts_from_defaults_and_prefix_stages():
-    g = {"learning_rate": 1.0, "batch_size": 2, "model_args": {}}
+    g = {"learning_rate": 1.0, "batch_size": 2, "model_args": {}, "GPTConfig": GPTConfig}
     configurator.configure(g, [], preset="parchment_166m")
     assert g["learning_rate"] == 3e-4 and g["model_args"]["n_layer"] == 12
     configurator.configure(g, [], prefix="sft_", preset="parchment_166m", batch_size=3)

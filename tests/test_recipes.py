@@ -160,21 +160,26 @@ def test_one_notebook_api_for_every_script(module, monkeypatch):
     assert cfg["seed"] == 7
 
 
+def script_globals(module):
+    """A copy of a script's config constants, and GPTConfig where the script has architecture flags."""
+    return {k: v for k, v in vars(module).items() if configurator._known_constant(k, v) or k == "GPTConfig"}
+
+
 def test_bare_boolean_flags_mean_true():
-    g = {k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}
+    g = script_globals(train)
     assert configurator.configure(g, ["--compile", "--preset=tiny"])["compile"] is True
-    g = {k: v for k, v in vars(sft).items() if configurator._known_constant(k, v)}
+    g = script_globals(sft)
     assert configurator.configure(g, ["--show_example"])["show_example"] is True
-    g = {k: v for k, v in vars(evaluate).items() if configurator._known_constant(k, v)}
+    g = script_globals(evaluate)
     assert configurator.configure(g, ["--allow_code_execution"])["allow_code_execution"] is True
     with pytest.raises(configurator.UserError, match="--limit needs a value"):
         configurator.configure(g, ["--limit"])
     with pytest.raises(configurator.UserError, match="did you mean --compile"):
-        configurator.configure({k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}, ["--compil"])
+        configurator.configure(script_globals(train), ["--compil"])
 
 
 def test_train_takes_a_tokenizer():
-    g = {k: v for k, v in vars(train).items() if configurator._known_constant(k, v)}
+    g = script_globals(train)
     assert configurator.configure(g, ["--preset=gpt2_50m", "--tokenizer=path/tokenizer.json"])["tokenizer"] == "path/tokenizer.json"
 
 
