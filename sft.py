@@ -553,43 +553,45 @@ def main(argv=None):
     """Fine-tunes with the current config (configure() or `__main__` set it; argv, a list, also may)."""
     cfg = (configurator.configure(globals(), argv, prefix="sft_") if argv is not None
            else configurator.effective_config(globals()))
-    if chat_template not in TEMPLATES:
-        raise UserError(f"unknown chat template '{chat_template}'; choose one of {', '.join(TEMPLATES)}")
-    if not 0 < val_fraction < 1:
-        raise UserError(f"val_fraction={val_fraction} must lie between 0 and 1: a share of the conversations held out")
-    if batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be at least 1")
-    if not 0 <= midtrain_ratio <= 1 or (midtrain_ratio > 0 and epochs > 0):
+    if cfg["chat_template"] not in TEMPLATES:
+        raise UserError(f"unknown chat template '{cfg['chat_template']}'; choose one of {', '.join(TEMPLATES)}")
+    if not 0 < cfg["val_fraction"] < 1:
+        raise UserError(f"val_fraction={cfg['val_fraction']} must lie between 0 and 1: a share of the conversations "
+                        "held out")
+    if cfg["batch_size"] < 1:
+        raise UserError(f"batch_size={cfg['batch_size']} must be at least 1")
+    if not 0 <= cfg["midtrain_ratio"] <= 1 or (cfg["midtrain_ratio"] > 0 and cfg["epochs"] > 0):
         raise UserError("midtrain_ratio is a fraction of each batch (0..1), and midtraining counts max_iters, not epochs")
-    if init_from != "resume" and os.path.abspath(init_from) == os.path.abspath(out_dir):
-        raise UserError(f"out_dir {out_dir} is the base checkpoint's directory; give the fine-tuned model its own")
-    source = out_dir if init_from == "resume" else init_from
+    if cfg["init_from"] != "resume" and os.path.abspath(cfg["init_from"]) == os.path.abspath(cfg["out_dir"]):
+        raise UserError(f"out_dir {cfg['out_dir']} is the base checkpoint's directory; give the fine-tuned model its own")
+    source = cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"]
     if not source.startswith("hf:") and not os.path.exists(source):
         raise UserError(f"no checkpoint at {source}; pretrain first (python train.py) or set --init_from")
-    _, rank, local_rank, world_size = train.init_distributed()
-    convs = load_conversations(sft_data, cfg)  # before the model: a bad data line fails fast
+    s = train.setup(cfg)
+    rank, world_size, dev = s.rank, s.world_size, s.device
+    convs = load_conversations(cfg["sft_data"], cfg)  # before the model: a bad data line fails fast
     if len(convs) < 2 * world_size:
         raise UserError(f"sft_data gave {len(convs)} conversations; each process needs a train and a val one")
-    dev, _, _, _ = train.setup_device(device, dtype, local_rank)
     if source.startswith("hf:"):  # a Hugging Face folder or hub repo (hf.py)
-        model, enc, ckpt = hf.load_hf(source[3:], dev, dropout=dropout)
+        model, enc, ckpt = hf.load_hf(source[3:], dev, dropout=cfg["dropout"])
     else:
-        model, enc, ckpt = train.load_checkpoint(source, dev, dropout=dropout)  # card 000: dropout 0 in SFT
-    if init_from == "resume" and ckpt.get("chat_template") != chat_template:
-        raise UserError(f"{out_dir} was fine-tuned with the '{ckpt.get('chat_template')}' template, not '{chat_template}'")
-    if show_example:
-        print(show(chat_template, convs[0], enc))
+        model, enc, ckpt = train.load_checkpoint(source, dev, dropout=cfg["dropout"])  # card 000: dropout 0 in SFT
+    if cfg["init_from"] == "resume" and ckpt.get("chat_template") != cfg["chat_template"]:
+        raise UserError(f"{cfg['out_dir']} was fine-tuned with the '{ckpt.get('chat_template')}' template, "
+                        f"not '{cfg['chat_template']}'")
+    if cfg["show_example"]:
+        print(show(cfg["chat_template"], convs[0], enc))
         return None
 
     block = model.config.block_size
-    random.Random(seed).shuffle(convs)
-    n_val = max(world_size, round(val_fraction * len(convs)))  # every rank needs a val row
+    random.Random(cfg["seed"]).shuffle(convs)
+    n_val = max(world_size, round(cfg["val_fraction"] * len(convs)))  # every rank needs a val row
     if len(convs) - n_val < world_size:
         raise UserError(f"{len(convs)} conversations leave no training ones after {n_val} for val; "
                         "add data or lower val_fraction")
     examples, cut = {"val": [], "train": []}, 0
     for i, conv in enumerate(convs):
-        ids, mask, was_cut = fit_context(*render(chat_template, conv, enc), block + 1)
+        ids, mask, was_cut = fit_context(*render(cfg["chat_template"], conv, enc), block + 1)
         examples["val" if i < n_val else "train"].append((ids, mask))
         cut += was_cut
     n_tok = sum(len(ids) for ids, _ in examples["train"])
@@ -598,36 +600,37 @@ def main(argv=None):
           f"({n_trained / n_tok:.0%} trained), {cut:,} cut to the {block}-token context")
 
     bins = ""
-    if midtrain_ratio > 0:
+    if cfg["midtrain_ratio"] > 0:
         base = ckpt.get("config") or {}  # default bins: the base run's dataset (the first part of a mixture)
-        if not (pretrain_data or base.get("pretrain_data") or base.get("dataset")):
+        if not (cfg["pretrain_data"] or base.get("pretrain_data") or base.get("dataset")):
             raise UserError(f"{source} names no pretraining data to mix in (a model from outside this project); "
                             "pass --pretrain_data=data/NAME, bins prepared with its tokenizer")
-        bins = pretrain_data or base.get("pretrain_data") or str(
+        bins = cfg["pretrain_data"] or base.get("pretrain_data") or str(
             data.dataset_sources(base["dataset"], base.get("data_dir", "data"))[0][1])
-        n_chat, loaders = max(1, round(midtrain_ratio * batch_size)), {}
+        n_chat, loaders = max(1, round(cfg["midtrain_ratio"] * cfg["batch_size"])), {}
         for split in examples:
-            bin_loader = data.Loader(bins, split, batch_size - n_chat, block, seed=seed, rank=rank,
-                                     world_size=world_size, device=dev) if n_chat < batch_size else None
+            bin_loader = data.Loader(bins, split, cfg["batch_size"] - n_chat, block, seed=cfg["seed"], rank=rank,
+                                     world_size=world_size, device=dev) if n_chat < cfg["batch_size"] else None
             if bin_loader:
                 data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name)
             loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
     else:
-        pad = pad_token(chat_template, enc)
-        loaders = {split: ConversationLoader(examples[split], batch_size, pad, dev, seed, split == "train", rank, world_size)
-                   for split in examples}
-    iters = max_iters
-    if epochs > 0:  # passes over the training conversations (cards 001, 003)
-        iters = math.ceil(epochs * len(examples["train"]) / (batch_size * gradient_accumulation_steps * world_size))
+        pad = pad_token(cfg["chat_template"], enc)
+        loaders = {split: ConversationLoader(examples[split], cfg["batch_size"], pad, dev, cfg["seed"], split == "train",
+                                             rank, world_size) for split in examples}
+    iters = cfg["max_iters"]
+    if cfg["epochs"] > 0:  # passes over the training conversations (cards 001, 003)
+        rows_per_step = cfg["batch_size"] * cfg["gradient_accumulation_steps"] * world_size
+        iters = math.ceil(cfg["epochs"] * len(examples["train"]) / rows_per_step)
     base_cfg = ckpt.get("config", {})  # the pretraining data this model descends from, for eval.py's val_ppl
     run = {**cfg, "dataset": base_cfg.get("dataset", ""), "data_dir": base_cfg.get("data_dir", "data"),
            "block_size": block, "max_iters": iters, "lr_decay_iters": iters, "lr_schedule": "cosine",
-           "warmup_iters": round(warmup_frac * iters) if warmup_frac > 0 else warmup_iters,
+           "warmup_iters": round(cfg["warmup_frac"] * iters) if cfg["warmup_frac"] > 0 else cfg["warmup_iters"],
            "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
     if rank == 0:
         print_config(run)
-    return train.train(run, model, enc, loaders, extra_ckpt={"chat_template": chat_template},
-                       resume=ckpt if init_from == "resume" else None)
+    return train.train(run, model, enc, loaders, extra_ckpt={"chat_template": cfg["chat_template"]},
+                       resume=ckpt if cfg["init_from"] == "resume" else None, system=s)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ import threading
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -146,6 +148,24 @@ def setup_device(device="auto", dtype="auto", local_rank=0):
             dtype = "float32"  # older PyTorch on MPS: autocast only where supported (RECIPES.md, card 004)
     scaler = torch.amp.GradScaler(kind, enabled=dtype == "float16")
     return device, dtype, ctx, scaler
+
+
+class System(NamedTuple):
+    """Where this process runs and in what precision: setup()'s result."""
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    device: str
+    dtype: str      # float32, bfloat16 or float16, as chosen
+    ctx: object     # autocast to dtype; nothing for float32
+    scaler: object  # a torch.amp.GradScaler, active for float16 only
+
+
+def setup(cfg):
+    """Once per run, before any data or model: the processes joined (torchrun), the device and precision chosen."""
+    ddp, rank, local_rank, world_size = init_distributed()
+    return System(ddp, rank, local_rank, world_size, *setup_device(cfg["device"], cfg["dtype"], local_rank))
 
 
 def configure_optimizer(model, weight_decay, learning_rate, betas, eps, device, muon_lr=0.0):
@@ -390,16 +410,6 @@ def gather(obj, ddp, world_size):
     return objs
 
 
-def check_config(cfg):
-    """The loop's counts must be positive: a zero would divide by zero, or silently average nothing."""
-    configurator.check_ranges(cfg)  # sft.py hands train() a dict of its own; every value in range here too
-    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
-        if cfg[key] < 1:
-            raise UserError(f"{key}={cfg[key]} must be at least 1")
-    if cfg["max_iters"] < 0 or cfg["learning_rate"] <= 0:
-        raise UserError(f"max_iters={cfg['max_iters']} must be >= 0 and learning_rate={cfg['learning_rate']} > 0")
-
-
 STOP_REQUESTED = []  # Ctrl-C during train(): finish the step, save a checkpoint, exit 130
 
 
@@ -424,192 +434,232 @@ def stop_on_ctrl_c(fn):
     return wrapper
 
 
+@dataclass
+class Progress:
+    """Where a run stands. Saved in every checkpoint under these names, restored on resume."""
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    tokens_seen: int = 0
+    skipped_total: int = 0      # steps the guard skipped
+    skips_in_row: int = 0       # since the last step taken; max_skips_in_row of them stop the run
+    scaler_skips: int = 0       # fp16 overflows: the GradScaler's own skips, counted apart
+    recent_grad_norms: list = field(default_factory=list)  # the guard's memory: the last accepted grad norms
+    losses: dict = field(default_factory=dict)             # the last evaluation
+
+
 @stop_on_ctrl_c
-def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None):
-    """Runs the training loop described by cfg on model; returns a summary dict. Used by sft.py too."""
-    check_config(cfg)
-    ddp, rank, local_rank, world_size = init_distributed()
-    master = rank == 0
-    dev, dtype_name, ctx, scaler = setup_device(cfg["device"], cfg["dtype"], local_rank)
-    out_dir = Path(cfg["out_dir"])
-    raw_model = model.to(dev)
-    raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
-    optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
-                                    (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], dev, cfg.get("muon_lr", 0.0))
-    iter_num, best_val, skipped_total, tokens_seen, scaler_skips = 0, float("inf"), 0, 0, 0
-    norms, skips_in_row = [], 0  # the guard's memory: recent accepted grad norms, skips since the last step taken
-    if resume is not None:
-        if len(resume["ranks"]) != world_size:  # each rank's data position and RNG belong to that rank alone
-            raise UserError(f"{out_dir} was saved by {len(resume['ranks'])} process(es) and this run has {world_size}: "
-                            f"resume with {len(resume['ranks'])} (torchrun --nproc_per_node), or start a new stage "
-                            f"with --init_from={out_dir} --out_dir=NEW")
-        if master:
-            report_changes(resume.get("config", {}), cfg, resume["iter_num"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scaler.load_state_dict(resume["scaler"])
-        iter_num, best_val = resume["iter_num"], resume["best_val_loss"]
-        skipped_total, tokens_seen = resume["skipped_total"], resume["tokens_seen"]
-        norms, skips_in_row = list(resume["recent_grad_norms"]), resume["skips_in_row"]
-        scaler_skips = resume.get("scaler_skips", 0)
-        mine = resume["ranks"][rank]
-        for split, state in mine["loaders"].items():
-            loaders[split].load_state_dict(state)
-        set_rng_state(mine["rng"])
-    model = raw_model
-    if cfg["compile"]:
-        model = torch.compile(model)
-    if ddp:
-        model = DDP(model, device_ids=[local_rank] if dev.startswith("cuda") else None)
+def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None, system=None):
+    """Runs the training loop described by cfg on model; returns a summary dict. sft.py runs it too.
+    system is setup(cfg)'s result where the caller has one (main), else it is made here."""
+    configurator.check_ranges(cfg)  # sft.py and notebooks hand in dicts of their own
+    s = system or setup(cfg)
+    run = start_run(cfg, model, enc, loaders, s, resume, extra_ckpt)
+    model, p, optimizer, scaler = run.model, run.progress, run.optimizer, s.scaler
     accum = cfg["gradient_accumulation_steps"]
-    tokens_per_step = cfg["batch_size"] * cfg["block_size"] * accum * world_size
-    device_name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else dev
-    metrics = None
-    tok = {"name": enc.name, "hash": data.tokenizer_hash(enc)}  # recorded in every checkpoint, checked at every load
-    if master:
-        data.lock_folder(out_dir)  # a second run on this out_dir would garble it: it is refused, naming this one
-        if checkpoint_tokenizer({}, out_dir)[1] != tok["hash"]:  # unchanged on resume: never rewritten
-            data.save_tokenizer(enc, out_dir)
-        metrics = open_metrics(out_dir / "metrics.jsonl", iter_num)
-        total, non_emb = raw_model.num_params()
-        flops = raw_model.flops_per_token() * tokens_per_step * cfg["max_iters"]
-        print(f"model: {total / 1e6:.2f}M parameters ({non_emb / 1e6:.2f}M non-embedding) | device {device_name}, "
-              f"{dtype_name}, {world_size} process(es) | {tokens_per_step:,} tokens/step, {cfg['max_iters']:,} steps = "
-              f"{tokens_per_step * cfg['max_iters'] / 1e6:,.1f}M tokens, {flops:.2e} FLOPs planned")
-    wandb = None
-    if cfg.get("wandb_log") and master:
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("wandb_log=True needs wandb: pip install wandb")
-        wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"] or None, config=cfg)
-
-    def checkpoint(val_loss):
-        # a NaN in the weights would replace the last good checkpoint with one nothing can resume or sample from
-        finite = torch.stack([torch.isfinite(v).all() for v in raw_model.state_dict().values() if v.is_floating_point()])
-        if not bool(finite.all()):
-            raise UserError(f"iter {iter_num}: the weights hold NaN or inf; not saving them over the last good checkpoint "
-                            f"in {out_dir}: resume from it with a lower learning_rate")
-        states = gather({"loaders": {s: l.state_dict() for s, l in loaders.items()}, "rng": rng_state()},
-                        ddp, world_size)
-        if master:
-            save_checkpoint(out_dir, {
-                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "model_config": asdict(raw_model.config), "config": cfg,
-                "iter_num": iter_num, "best_val_loss": best_val, "val_loss": val_loss,
-                "skipped_total": skipped_total, "tokens_seen": tokens_seen, "ranks": states,
-                "recent_grad_norms": norms, "skips_in_row": skips_in_row, "scaler_skips": scaler_skips,
-                "losses": losses, "tokenizer": tok, "chat_template": None, **(extra_ckpt or {})})
-
     t_start = time.time()
-    losses = {}
     just_resumed = resume is not None
     model.train()
     while True:
-        lr = get_lr(iter_num, cfg)
+        lr = get_lr(p.iter_num, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        at_end = iter_num >= cfg["max_iters"]
+        at_end = p.iter_num >= cfg["max_iters"]
         if just_resumed and at_end:  # nothing left to train: report the final evaluation the checkpoint holds
-            losses = resume.get("losses") or {"val": resume.get("val_loss")}
-            if master:
-                print(f"{out_dir} already reached max_iters={cfg['max_iters']}: final val loss {losses.get('val')}")
-        if (iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
-            losses = estimate_loss(model, {k: loaders[k] for k in ("train", "val") if k in loaders},
-                                   cfg["eval_iters"], ctx, ddp)
-            improved = losses.get("val", float("inf")) < best_val
-            best_val = min(best_val, losses.get("val", float("inf")))
-            if master:
-                print(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses.get('val', float('nan')):.4f}")
-                log_row(metrics, wandb, {"iter": iter_num, "tokens": tokens_seen, "train_loss": losses["train"],
-                                         "val_loss": losses.get("val")})
-            if (iter_num > 0 or cfg["max_iters"] == 0) and (improved or cfg["always_save_checkpoint"] or at_end):
-                checkpoint(losses.get("val"))
+            p.losses = resume.get("losses") or {"val": resume.get("val_loss")}
+            report(run, f"{run.out_dir} already reached max_iters={cfg['max_iters']}: "
+                        f"final val loss {p.losses.get('val')}")
+        if (p.iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
+            p.losses = estimate_loss(model, {k: loaders[k] for k in ("train", "val") if k in loaders},
+                                     cfg["eval_iters"], s.ctx, s.ddp)
+            val = p.losses.get("val", float("inf"))
+            improved, p.best_val_loss = val < p.best_val_loss, min(p.best_val_loss, val)
+            report(run, f"eval {p.iter_num}: train loss {p.losses['train']:.4f}, "
+                        f"val loss {p.losses.get('val', float('nan')):.4f}",
+                   {"iter": p.iter_num, "tokens": p.tokens_seen, "train_loss": p.losses["train"],
+                    "val_loss": p.losses.get("val")})
+            if (p.iter_num > 0 or cfg["max_iters"] == 0) and (improved or cfg["always_save_checkpoint"] or at_end):
+                checkpoint(run, p.losses.get("val"))
         just_resumed = False
         if at_end or cfg["eval_only"]:
             break
         if STOP_REQUESTED:
-            checkpoint(losses.get("val"))
-            print(f"\ninterrupted at step {iter_num}: checkpoint saved in {out_dir}; resume with the same command "
+            checkpoint(run, p.losses.get("val"))
+            print(f"\ninterrupted at step {p.iter_num}: checkpoint saved in {run.out_dir}; resume with the same command "
                   f"plus --init_from=resume", file=sys.stderr)
             raise SystemExit(130)
 
         # one optimizer step: forward under autocast, scaled backward, unscale, clip, guard, step, update
         t0 = time.time()
-        loss_sum = torch.zeros((), device=dev)
+        loss_sum = torch.zeros((), device=s.device)
         step_tokens = 0  # counted from the batches: padded SFT batches are shorter than block_size
         for micro in range(accum):
             x, y = loaders["train"].next_batch()
-            step_tokens += x.numel() * world_size
+            step_tokens += x.numel() * s.world_size
             # gradients are all-reduced only on the last micro-step (DDP no_sync on the others)
-            sync = model.no_sync() if ddp and micro < accum - 1 else nullcontext()
-            with sync:
-                with ctx:
+            with model.no_sync() if s.ddp and micro < accum - 1 else nullcontext():
+                with s.ctx:
                     _, loss = model(x, y)
                     loss = loss / accum
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
         scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"] or float("inf"))
-        if ddp:
+        norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), cfg["grad_clip"] or float("inf"))
+        if s.ddp:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-        # the one host sync per step: the guard needs the numbers (never per micro-step)
-        loss_val, norm_val = loss_sum.item(), norm.item()
-        median = float(np.median(norms)) if len(norms) >= 10 else None
+        loss_val, norm_val = loss_sum.item(), norm.item()  # the one host sync per step: the guard needs the numbers
         # fp16: inf/NaN gradients with a finite loss are the GradScaler's overflow; it skips the step and lowers
         # its scale (its job, counted apart): the guard's divergence count is for the model's own failures
         overflow = scaler.is_enabled() and math.isfinite(loss_val) and not math.isfinite(norm_val)
-        reason = None if overflow else ("non-finite loss" if not math.isfinite(loss_val) else
-                  "non-finite gradient" if not math.isfinite(norm_val) else
-                  f"grad norm {norm_val:.3g} > {cfg['grad_skip_factor']}x median {median:.3g}"
-                  if cfg["grad_skip_factor"] and median and norm_val > cfg["grad_skip_factor"] * median else None)
+        reason = None if overflow else skip_reason(loss_val, norm_val, p.recent_grad_norms, cfg["grad_skip_factor"])
         if overflow:
-            scaler_skips += 1
-            if master:
-                print(f"iter {iter_num}: fp16 overflow, the GradScaler skipped the step and lowers its scale "
-                      f"({scaler_skips} so far)")
-                log_row(metrics, wandb, {"iter": iter_num, "scaler_skip": scaler_skips})
+            p.scaler_skips += 1
+            report(run, f"iter {p.iter_num}: fp16 overflow, the GradScaler skipped the step and lowers its scale "
+                        f"({p.scaler_skips} so far)", {"iter": p.iter_num, "scaler_skip": p.scaler_skips})
         elif reason is None:
             scaler.step(optimizer)
-            norms = (norms + [norm_val])[-cfg["grad_skip_window"]:]
-            skips_in_row = 0
+            p.recent_grad_norms = (p.recent_grad_norms + [norm_val])[-cfg["grad_skip_window"]:]
+            p.skips_in_row = 0
         else:
-            skipped_total += 1
-            skips_in_row += 1
-            if master:
-                print(f"iter {iter_num}: skipped step ({reason}); {skipped_total} skipped so far")
-                log_row(metrics, wandb, {"iter": iter_num, "skipped_step": reason, "skipped": skipped_total})
+            p.skipped_total += 1
+            p.skips_in_row += 1
+            report(run, f"iter {p.iter_num}: skipped step ({reason}); {p.skipped_total} skipped so far",
+                   {"iter": p.iter_num, "skipped_step": reason, "skipped": p.skipped_total})
         scaler.update()  # with fp16 an overflow lowers the scale; a no-op otherwise
         optimizer.zero_grad(set_to_none=True)
-        iter_num += 1
-        tokens_seen += step_tokens
-        if skips_in_row >= cfg["max_skips_in_row"]:
-            checkpoint(None)
-            raise UserError(f"{skips_in_row} steps in a row were skipped ({reason}); the run is diverging: "
-                            f"resume from {out_dir} with a lower learning_rate or a higher grad_skip_factor")
-        dt_step = time.time() - t0
-        if master and iter_num % cfg["log_interval"] == 0:
-            tok_s = step_tokens / dt_step
-            mfu = raw_model.estimate_mfu(tok_s / world_size, device_name, cfg["block_size"])
-            # peak GPU memory since the start: what decides the largest micro-batch that fits
-            mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.startswith("cuda") else None
-            row = {"iter": iter_num, "tokens": tokens_seen, "loss": loss_val, "lr": lr, "grad_norm": norm_val,
-                   "ms": dt_step * 1000, "tokens_per_s": tok_s, "mfu": mfu, "peak_mem_gib": mem, "skipped": skipped_total}
-            mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
-            mem_text = f", peak mem {mem:.1f} GiB" if mem is not None else ""
-            print(f"iter {iter_num}: loss {loss_val:.4f}, lr {lr:.2e}, norm {norm_val:.2f}, {dt_step * 1000:.1f}ms, "
-                  f"{tok_s:,.0f} tok/s{mfu_text}{mem_text}, skipped {skipped_total}")
-            log_row(metrics, wandb, row)
+        p.iter_num += 1
+        p.tokens_seen += step_tokens
+        if p.skips_in_row >= cfg["max_skips_in_row"]:
+            checkpoint(run, None)
+            raise UserError(f"{p.skips_in_row} steps in a row were skipped ({reason}); the run is diverging: "
+                            f"resume from {run.out_dir} with a lower learning_rate or a higher grad_skip_factor")
+        if p.iter_num % cfg["log_interval"] == 0:
+            log_step(run, lr, loss_val, norm_val, step_tokens, time.time() - t0)
+    return finish_run(run, time.time() - t_start)
 
-    wall = time.time() - t_start
-    summary = {"iters": iter_num, "tokens": tokens_seen, "train_loss": losses.get("train"),
-               "val_loss": losses.get("val"), "wall_s": wall, "device_hours": wall * world_size / 3600,
-               "skipped": skipped_total, "scaler_skips": scaler_skips}
-    if master:
-        print(f"done: {iter_num} steps, {tokens_seen / 1e6:,.2f}M tokens, {wall:.1f}s wall, "
-              f"{summary['device_hours']:.3f} device-hours, {skipped_total} skipped steps; checkpoint in {out_dir}")
-        log_row(metrics, wandb, {"summary": summary})
-        metrics.close()
-        data.unlock_folder(out_dir)
+
+def start_run(cfg, model, enc, loaders, s, resume, extra_ckpt):
+    """What the loop holds (a namespace): the model on its device, compiled and wrapped for DDP; the optimizer;
+    the progress, restored from resume with the optimizer, scaler, data positions and RNG; out_dir locked, with
+    the tokenizer and metrics.jsonl; the run's size printed."""
+    out_dir = Path(cfg["out_dir"])
+    raw_model = model.to(s.device)
+    raw_model.grad_checkpointing = cfg.get("activation_checkpointing", False)
+    optimizer = configure_optimizer(raw_model, cfg["weight_decay"], cfg["learning_rate"],
+                                    (cfg["beta1"], cfg["beta2"]), cfg["adam_eps"], s.device, cfg.get("muon_lr", 0.0))
+    progress = Progress()
+    if resume is not None:
+        if len(resume["ranks"]) != s.world_size:  # each rank's data position and RNG belong to that rank alone
+            raise UserError(f"{out_dir} was saved by {len(resume['ranks'])} process(es) and this run has {s.world_size}: "
+                            f"resume with {len(resume['ranks'])} (torchrun --nproc_per_node), or start a new stage "
+                            f"with --init_from={out_dir} --out_dir=NEW")
+        if s.rank == 0:
+            report_changes(resume.get("config", {}), cfg, resume["iter_num"])
+        optimizer.load_state_dict(resume["optimizer"])
+        s.scaler.load_state_dict(resume["scaler"])
+        saved = [f.name for f in fields(Progress) if f.name in resume and f.name != "losses"]
+        progress = Progress(**{name: resume[name] for name in saved})
+        progress.recent_grad_norms = list(progress.recent_grad_norms)
+        mine = resume["ranks"][s.rank]
+        for split, state in mine["loaders"].items():
+            loaders[split].load_state_dict(state)
+        set_rng_state(mine["rng"])
+    model = torch.compile(raw_model) if cfg["compile"] else raw_model
+    if s.ddp:
+        model = DDP(model, device_ids=[s.local_rank] if s.device.startswith("cuda") else None)
+    tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * s.world_size
+    run = SimpleNamespace(cfg=cfg, model=model, raw_model=raw_model, optimizer=optimizer, progress=progress,
+                          loaders=loaders, system=s, out_dir=out_dir, extra_ckpt=extra_ckpt or {}, metrics=None,
+                          wandb=None, tokenizer={"name": enc.name, "hash": data.tokenizer_hash(enc)},  # checked at every load
+                          tokens_per_step=tokens_per_step,
+                          device_name=torch.cuda.get_device_name(s.device) if s.device.startswith("cuda") else s.device)
+    if s.rank != 0:
+        return run
+    data.lock_folder(out_dir)  # a second run on this out_dir would garble it: it is refused, naming this one
+    if checkpoint_tokenizer({}, out_dir)[1] != run.tokenizer["hash"]:  # unchanged on resume: never rewritten
+        data.save_tokenizer(enc, out_dir)
+    run.metrics = open_metrics(out_dir / "metrics.jsonl", progress.iter_num)
+    if cfg.get("wandb_log"):
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("wandb_log=True needs wandb: pip install wandb")
+        wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"] or None, config=cfg)
+        run.wandb = wandb
+    total, non_emb = raw_model.num_params()
+    flops = raw_model.flops_per_token() * run.tokens_per_step * cfg["max_iters"]
+    print(f"model: {total / 1e6:.2f}M parameters ({non_emb / 1e6:.2f}M non-embedding) | device {run.device_name}, "
+          f"{s.dtype}, {s.world_size} process(es) | {run.tokens_per_step:,} tokens/step, {cfg['max_iters']:,} steps = "
+          f"{run.tokens_per_step * cfg['max_iters'] / 1e6:,.1f}M tokens, {flops:.2e} FLOPs planned")
+    return run
+
+
+def skip_reason(loss, norm, recent_norms, factor):
+    """Why the guard skips this step, or None to take it (card 001's "gradient skip blocks"): a non-finite loss
+    or gradient, or a grad norm factor times the median of the recent accepted ones (after 10 of them)."""
+    if not math.isfinite(loss):
+        return "non-finite loss"
+    if not math.isfinite(norm):
+        return "non-finite gradient"
+    median = float(np.median(recent_norms)) if len(recent_norms) >= 10 else None
+    if factor and median and norm > factor * median:
+        return f"grad norm {norm:.3g} > {factor}x median {median:.3g}"
+    return None
+
+
+def checkpoint(run, val_loss):
+    """Saves the whole run to out_dir/ckpt.pt: weights, optimizer, scaler, progress, and every rank's data
+    position and RNG, so that a resume continues exactly."""
+    state = run.raw_model.state_dict()
+    # a NaN in the weights would replace the last good checkpoint with one nothing can resume or sample from
+    if not bool(torch.stack([torch.isfinite(v).all() for v in state.values() if v.is_floating_point()]).all()):
+        raise UserError(f"iter {run.progress.iter_num}: the weights hold NaN or inf; not saving them over the last good "
+                        f"checkpoint in {run.out_dir}: resume from it with a lower learning_rate")
+    s = run.system
+    ranks = gather({"loaders": {k: loader.state_dict() for k, loader in run.loaders.items()}, "rng": rng_state()},
+                   s.ddp, s.world_size)
+    if s.rank == 0:
+        save_checkpoint(run.out_dir, {
+            "model": state, "optimizer": run.optimizer.state_dict(), "scaler": s.scaler.state_dict(),
+            "model_config": asdict(run.raw_model.config), "config": run.cfg, **asdict(run.progress),
+            "val_loss": val_loss, "ranks": ranks, "tokenizer": run.tokenizer, "chat_template": None, **run.extra_ckpt})
+
+
+def report(run, text, row=None):
+    """A line for the console and a row for metrics.jsonl (and wandb), from the first process only."""
+    if run.system.rank != 0:
+        return
+    print(text)
+    if row is not None:
+        log_row(run.metrics, run.wandb, row)
+
+
+def log_step(run, lr, loss, norm, step_tokens, seconds):
+    tok_s = step_tokens / seconds
+    mfu = run.raw_model.estimate_mfu(tok_s / run.system.world_size, run.device_name, run.cfg["block_size"])
+    # peak GPU memory since the start: what decides the largest micro-batch that fits
+    dev = run.system.device
+    mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.startswith("cuda") else None
+    mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
+    mem_text = f", peak mem {mem:.1f} GiB" if mem is not None else ""
+    p = run.progress
+    report(run, f"iter {p.iter_num}: loss {loss:.4f}, lr {lr:.2e}, norm {norm:.2f}, {seconds * 1000:.1f}ms, "
+                f"{tok_s:,.0f} tok/s{mfu_text}{mem_text}, skipped {p.skipped_total}",
+           {"iter": p.iter_num, "tokens": p.tokens_seen, "loss": loss, "lr": lr, "grad_norm": norm,
+            "ms": seconds * 1000, "tokens_per_s": tok_s, "mfu": mfu, "peak_mem_gib": mem, "skipped": p.skipped_total})
+
+
+def finish_run(run, wall):
+    """The summary train() returns (and metrics.jsonl's last row); out_dir unlocked."""
+    p, s = run.progress, run.system
+    summary = {"iters": p.iter_num, "tokens": p.tokens_seen, "train_loss": p.losses.get("train"),
+               "val_loss": p.losses.get("val"), "wall_s": wall, "device_hours": wall * s.world_size / 3600,
+               "skipped": p.skipped_total, "scaler_skips": p.scaler_skips}
+    if s.rank == 0:
+        print(f"done: {p.iter_num} steps, {p.tokens_seen / 1e6:,.2f}M tokens, {wall:.1f}s wall, "
+              f"{summary['device_hours']:.3f} device-hours, {p.skipped_total} skipped steps; checkpoint in {run.out_dir}")
+        log_row(run.metrics, run.wandb, {"summary": summary})
+        run.metrics.close()
+        data.unlock_folder(run.out_dir)
     return summary
 
 
@@ -709,18 +759,8 @@ def check_architecture(saved, source):
                         "(a checkpoint's architecture cannot change) or train from scratch into a new --out_dir")
 
 
-def main():
-    cfg = configurator.effective_config(globals())
-    check_config(cfg)  # before any data is prepared
-    ddp, rank, local_rank, world_size = init_distributed()
-    if rank == 0:
-        print("config:")
-        configurator.print_config(cfg)
-    torch.manual_seed(cfg["seed"] + rank)
-    random.seed(cfg["seed"] + rank)
-    np.random.seed(cfg["seed"] + rank)
-    dev, _, _, _ = setup_device(cfg["device"], cfg["dtype"], local_rank)
-    loaders, enc = prepare_loaders(cfg, rank, world_size, dev)
+def init_model(cfg, enc, loaders, dev):
+    """(model, tokenizer, checkpoint to resume or None) as init_from says, checked against the data and memory."""
     resume = None
     if cfg["init_from"] == "scratch":
         margs = {**model_args, "block_size": cfg["block_size"]}
@@ -748,16 +788,30 @@ def main():
     if cfg["block_size"] > model.config.block_size:
         raise UserError(f"block_size={cfg['block_size']} is longer than the model's context "
                         f"({model.config.block_size}); lower --block_size")
-    summary = train(cfg, model, enc, loaders, resume=resume)
-    if cfg["sample_prompt"] and rank == 0:
+    return model, enc, resume
+
+
+def main():
+    cfg = configurator.effective_config(globals())  # every value checked against configurator.RANGES
+    s = setup(cfg)
+    if s.rank == 0:
+        print("config:")
+        configurator.print_config(cfg)
+    torch.manual_seed(cfg["seed"] + s.rank)
+    random.seed(cfg["seed"] + s.rank)
+    np.random.seed(cfg["seed"] + s.rank)
+    loaders, enc = prepare_loaders(cfg, s.rank, s.world_size, s.device)
+    model, enc, resume = init_model(cfg, enc, loaders, s.device)
+    summary = train(cfg, model, enc, loaders, resume=resume, system=s)
+    if cfg["sample_prompt"] and s.rank == 0:
         # one look at what the model learned; sample.py is the full sampler (streaming, chat, FIM)
-        ids = torch.tensor([data.start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=dev)
-        gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
+        ids = torch.tensor([data.start_ids(enc) + enc.encode_ordinary(cfg["sample_prompt"])], device=s.device)
+        gen = torch.Generator(device=s.device).manual_seed(cfg["seed"])
         stops = data.end_ids(enc)
         new = [t.item() for t in model.eval().generate(ids, cfg["sample_tokens"], temperature=0.8, top_k=50,
                                                        stop_tokens=stops, generator=gen)]
         print("sample:\n" + cfg["sample_prompt"] + enc.decode(new[:-1] if new and new[-1] in stops else new))
-    if ddp:
+    if s.ddp:
         dist.destroy_process_group()
     return summary
 
