@@ -199,7 +199,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "linear", "constant", "wsd"),
     "data_order": ("random", "sequential"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
-    "filters": ("none", "card001"),
+    "filters": ("none", "code_quality"),
     "split_pattern": ("gpt4", "gpt4_digits2"),
 }
 

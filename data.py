@@ -61,7 +61,7 @@ special_tokens = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_su
 split_pattern = "gpt4"  # gpt4 | gpt4_digits2 (nanochat, card 004)
 tokenizer_train_chars = 0  # train the BPE on the first this-many characters of training text (0 = all)
 # filtering and ordering
-filters = "none"  # none | card001 (size, line length, alphanumeric ratio, compile())
+filters = "none"  # none | code_quality (size, line length, alphanumeric ratio, compile(): card 001)
 dedup = True  # drop exact duplicate documents
 quality_order = False  # card 000: sort training documents by quality score, best first
 fim_rate = 0.0  # card 000: 0.5 of documents become fill-in-the-middle examples
@@ -754,12 +754,12 @@ def quality_score(src):
 
 def iter_documents(cfg, stats):
     """The kept documents of cfg["dataset"] in source order: filtered, de-duplicated, capped."""
-    if cfg["filters"] not in ("none", "card001"):
-        raise UserError(f"unknown filters '{cfg['filters']}'; use none or card001")
+    if cfg["filters"] not in ("none", "code_quality"):
+        raise UserError(f"unknown filters '{cfg['filters']}'; use none or code_quality")
     seen, n_docs, n_chars = set(), 0, 0
     for text in iter_source(cfg["dataset"], stats, cfg["max_shards"]):
         stats["seen"] += 1
-        reason = "empty" if not text.strip() else filter_reason(text) if cfg["filters"] == "card001" else None
+        reason = "empty" if not text.strip() else filter_reason(text) if cfg["filters"] == "code_quality" else None
         if reason is None and cfg["dedup"]:
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             reason = "duplicate" if digest in seen else seen.add(digest)
@@ -864,12 +864,15 @@ TOKENIZER_KEYS = ("tokenizer", "vocab_size", "special_tokens", "split_pattern", 
 NOT_SETTINGS = ("data_dir", "data_name", "num_proc")  # where the bins go and how fast: not what they hold
 
 
+RENAMED = {"card001": "code_quality"}  # values renamed in issue 13: bins prepared under the old name still match
+
+
 def differing_settings(old, new, keys=None):
     """'key old -> new' for each data setting that differs ("" when none); vocab_size only counts for our BPE."""
     keys = [k for k in (keys or CONFIG_KEYS) if k not in NOT_SETTINGS and k in old and k in new]
     if new.get("tokenizer") != "bpe" and old.get("tokenizer") == new.get("tokenizer"):
         keys = [k for k in keys if k != "vocab_size"]
-    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    norm = lambda v: list(v) if isinstance(v, tuple) else RENAMED.get(v, v) if isinstance(v, str) else v
     return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys if norm(old[k]) != norm(new[k]))
 
 

@@ -266,8 +266,8 @@ def encode(enc, text):
     return data.start_ids(enc) + enc.encode_ordinary(text)
 
 
-def loglikelihoods(model, requests, ctx=nullcontext()):
-    """Summed log p(continuation | context) for each (context_ids, continuation_ids), batched."""
+def loglikelihoods(model, requests, batch_size, ctx=nullcontext()):
+    """Summed log p(continuation | context) for each (context_ids, continuation_ids), batch_size at a time."""
     block, dev = model.config.block_size, next(model.parameters()).device
     out = []
     for i in range(0, len(requests), batch_size):
@@ -288,7 +288,7 @@ def loglikelihoods(model, requests, ctx=nullcontext()):
     return out
 
 
-def sliding_window_nll(model, ids, context, stride, ctx=nullcontext(), what="the text"):
+def sliding_window_nll(model, ids, context, stride, batch_size, ctx=nullcontext(), what="the text"):
     """(summed NLL, number of tokens) of ids[1:] with windows of `context` tokens moved by `stride`; each
     token is scored once, with as much context as its window gives it (HF's perplexity-of-fixed-length-models)."""
     requests, scored = [], 0  # ids[1:scored+1] are already scored
@@ -301,11 +301,18 @@ def sliding_window_nll(model, ids, context, stride, ctx=nullcontext(), what="the
             break
     if not requests:
         raise UserError(f"{what} is too short to measure: it needs at least two tokens")
-    return -sum(loglikelihoods(model, requests, ctx)), sum(len(k) for _, k in requests)
+    return -sum(loglikelihoods(model, requests, batch_size, ctx)), sum(len(k) for _, k in requests)
 
 
-def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=None):
-    """n completions of one prompt, gen_batch_size rows at a time, each cut at its first stop string or token.
+def sampling(**overrides):
+    """This run's sampling settings as generate() takes them; greedy tasks pass temperature=0.0."""
+    return dict(dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                     repetition_penalty=repetition_penalty, batch_size=gen_batch_size, seed=seed), **overrides)
+
+
+def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx, *, max_new_tokens, temperature, top_k, top_p,
+             repetition_penalty, batch_size, seed):
+    """n completions of one prompt, batch_size rows at a time, each cut at its first stop string or token.
     A prompt keeps at most block_size - min(max_new_tokens, block_size/4) tokens, its oldest dropped: HumanEval
     prompts stay whole in a 1,024 context and answers keep 256 tokens of room."""
     block = model.config.block_size
@@ -313,13 +320,12 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx=nullcontext(), temp=
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed + len(prompt_ids))
     texts = []
-    for i in range(0, n, gen_batch_size):
-        idx = torch.tensor([prompt_ids[-keep:]] * min(gen_batch_size, n - i), dtype=torch.long, device=dev)
+    for i in range(0, n, batch_size):
+        idx = torch.tensor([prompt_ids[-keep:]] * min(batch_size, n - i), dtype=torch.long, device=dev)
         with ctx:
-            texts += generate_text(model, enc, idx, max_new_tokens=max_new_tokens,
-                                   temperature=temperature if temp is None else temp, top_k=top_k, top_p=top_p,
-                                   repetition_penalty=repetition_penalty, stop_strings=stop, stop_ids=stop_ids,
-                                   generator=gen)[0]
+            texts += generate_text(model, enc, idx, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                   stop_strings=stop, stop_ids=stop_ids, generator=gen)[0]
     return texts, len(prompt_ids) > keep
 
 
@@ -339,7 +345,7 @@ def eval_val_ppl(model, enc, ckpt, ctx):
         meta = data.read_meta(d)
         data.check_meta(meta, model.config.vocab_size, data.tokenizer_hash(enc))  # another tokenizer's ids mean nothing
         tokens = np.memmap(os.path.join(d, "val.bin"), dtype=meta["dtype"], mode="r")[:val_tokens]
-        s, c = sliding_window_nll(model, tokens.astype(np.int64).tolist(), block, block, ctx)  # windows as in training
+        s, c = sliding_window_nll(model, tokens.astype(np.int64).tolist(), block, block, batch_size, ctx)  # windows as in training
         nll, count = nll + s, count + c
     return {"ppl": math.exp(nll / count), "loss": nll / count, "tokens": count}
 
@@ -351,7 +357,7 @@ def text_ppl(model, enc, path, ctx):
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or leave it out") from None
     context = ppl_context or model.config.block_size
-    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), ctx, what=path)
+    nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), batch_size, ctx, what=path)
     return math.exp(nll / n), n
 
 
@@ -405,7 +411,8 @@ def eval_wikitext2(model, enc, ckpt, ctx):
     prefix = data.start_ids(enc) or data.end_ids(enc)[:1]  # lm-eval scores every token of a page: the first after BOS/EOT
     for page in pages:
         ids = prefix + enc.encode_ordinary(wikitext_detokenize(page))
-        s, n = sliding_window_nll(model, ids, context, min(ppl_stride, context), ctx, what="a wikitext page")
+        s, n = sliding_window_nll(model, ids, context, min(ppl_stride, context), batch_size, ctx,
+                                  what="a wikitext page")
         nll, tokens = nll + s, tokens + n
         words, nbytes = words + len(re.split(r"\s+", page)), nbytes + len(page.encode("utf-8"))
     return {"word_perplexity": math.exp(nll / words), "byte_perplexity": math.exp(nll / nbytes),
@@ -436,12 +443,12 @@ def multiple_choice_items(task):
     return items
 
 
-def score_multiple_choice(model, enc, items, ctx=nullcontext()):
+def score_multiple_choice(model, enc, items, batch_size, ctx=nullcontext()):
     """lm-eval's acc and acc_norm: each choice is scored as " " + choice after the context; acc takes the highest
     summed log-likelihood, acc_norm the highest log-likelihood / len(choice) in characters (the choice without
     that space), first index on a tie (numpy argmax)."""
     requests = [(encode(enc, c), enc.encode_ordinary(" " + k)) for c, ks, _ in items for k in ks]
-    lls, acc, acc_norm, i = loglikelihoods(model, requests, ctx), 0, 0, 0
+    lls, acc, acc_norm, i = loglikelihoods(model, requests, batch_size, ctx), 0, 0, 0
     for _, ks, gold in items:
         ll = lls[i:i + len(ks)]
         i += len(ks)
@@ -502,7 +509,7 @@ def eval_gsm8k(model, enc, ckpt, ctx):
         ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
                else encode(enc, f"{shots}Question: {r['question']}\nAnswer:"))
         texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
-                            stop_tokens(template, enc) if chat else data.end_ids(enc), ctx, temp=0.0)
+                            stop_tokens(template, enc) if chat else data.end_ids(enc), ctx, **sampling(temperature=0.0))
         generations.append(texts[0])
     return gsm8k_scores(generations, [r["answer"] for r in rows])
 
@@ -520,7 +527,7 @@ def eval_syntax(model, enc, ckpt, ctx):
     the token budget loses its unfinished last line (the budget's fault, not the model's)."""
     programs = []
     for prompt in SYNTAX_PROMPTS[:limit or None]:
-        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], data.end_ids(enc), ctx)
+        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, [], data.end_ids(enc), ctx, **sampling())
         programs += [prompt + (t if t.endswith("\n") else t.rsplit("\n", 1)[0]) for t in texts]
     return {"pass_rate": syntax_pass_rate(programs), "n": len(programs)}
 
@@ -732,7 +739,7 @@ def eval_code(task, model, enc, ckpt, ctx):
     stop = HUMANEVAL_STOP if task == "humaneval" else MBPP_STOP
     for p in problems:
         ids = encode(enc, p["prompt"])
-        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, data.end_ids(enc), ctx)
+        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, data.end_ids(enc), ctx, **sampling())
         truncated += cut
     result = score_code(task, problems, samples)
     return dict(result, truncated_prompts=truncated) if truncated else result
@@ -856,7 +863,7 @@ def main():
             elif t in CODE_TASKS:
                 results[t] = eval_code(t, model, enc, ckpt, ctx)
             else:  # arc_easy, arc_challenge, hellaswag
-                results[t] = score_multiple_choice(model, enc, multiple_choice_items(t), ctx)
+                results[t] = score_multiple_choice(model, enc, multiple_choice_items(t), batch_size, ctx)
         except BaseException:  # keep what finished: the failure's own message follows
             if results:
                 write_results(target, dict(meta, failed_task=t), results)

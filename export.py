@@ -166,7 +166,7 @@ A {total / 1e6:.1f}M-parameter language model trained with this repository's fla
 `export.py` as `{arch}` (no remote code).
 
 - Architecture: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query / {c.kv_heads} KV heads (head_dim {c.head_dim}),
-  {c.mlp} MLP hidden {c.hidden}, {c.pos} positions, {c.norm}, context {c.block_size}, vocabulary {c.vocab_size:,},
+  {c.mlp} MLP hidden {c.mlp_width}, {c.pos} positions, {c.norm}, context {c.block_size}, vocabulary {c.vocab_size:,},
   {'tied' if c.tie_embeddings else 'untied'} embeddings{', logits soft-capped at ' + str(c.logit_softcap) if c.logit_softcap else ''}.
 - Parameters: {total:,} ({non_emb:,} non-embedding).
 - Training: {trained}.

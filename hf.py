@@ -76,10 +76,10 @@ def hf_config(c, arch, ids):
               "initializer_range": c.init_std, "use_cache": True, **ids}
     if arch == "GPT2LMHeadModel":
         return {**common, "model_type": "gpt2", "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
-                "n_positions": c.block_size, "n_inner": c.hidden, "activation_function": "gelu_new",
+                "n_positions": c.block_size, "n_inner": c.mlp_width, "activation_function": "gelu_new",
                 "layer_norm_epsilon": c.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     rope = {"hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
-            "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.hidden,
+            "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.mlp_width,
             "max_position_embeddings": c.block_size, "rms_norm_eps": c.norm_eps, "attention_bias": c.bias,
             "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
             "rope_theta": c.rope_theta}  # where transformers 4.x reads it
@@ -240,7 +240,7 @@ def config_from_hf(hf, name):
         norm_affine=not nano, norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu" if act == "silu" else "relu2",
         qk_norm={"llama": "none", "qwen3": "before_rope", "nanochat": "after_rope"}[kind],
         tie_embeddings=hf.get("tie_word_embeddings", False), bias=bool(hf.get("attention_bias")),
-        init="zero_out" if nano else "gpt2", init_std=hf.get("initializer_range", 0.02),
+        init="zero_out" if nano else "scaled_residual", init_std=hf.get("initializer_range", 0.02),
         logit_softcap=float(hf.get("final_logit_softcapping") or 0.0) if nano else 0.0, embed_norm=nano)
 
 # -----------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def load_hf(spec, device="cpu", **model_overrides):
     ours = hf.get("slm", {})
     stored = ours.get("model_flags", {})
     flags = {**asdict(config_from_hf(hf, str(folder))), **{k: v for k, v in stored.items() if k in TRAINING_FLAGS}}
-    for key, prop in (("n_kv_head", "kv_heads"), ("ffn_hidden", "hidden")):  # 0 = the default, as it was exported
+    for key, prop in (("n_kv_head", "kv_heads"), ("ffn_hidden", "mlp_width")):  # 0 = the default, as it was exported
         if key in stored and getattr(GPTConfig(**{**flags, key: stored[key]}), prop) == getattr(GPTConfig(**flags), prop):
             flags[key] = stored[key]
     config = GPTConfig(**{**flags, **model_overrides})

@@ -44,7 +44,7 @@ class GPTConfig:
     tie_embeddings: bool = True
     bias: bool = True
     dropout: float = 0.0
-    init: str = "gpt2"              # "gpt2": N(0, init_std), residual projections / sqrt(2*n_layer); "zero_out": also zero the LM head and output projections (nanochat)
+    init: str = "scaled_residual"   # N(0, init_std), residual projections / sqrt(2*n_layer) (GPT-2); "zero_out": also zero the LM head and output projections (nanochat)
     init_std: float = 0.02
     emb_init_std: float = 0.0       # 0 means init_std; card 003 uses n_embd**-0.5
     logit_softcap: float = 0.0      # 0 means off; nanochat caps at 15*tanh(x/15)
@@ -52,6 +52,8 @@ class GPTConfig:
     pad_vocab_multiple: int = 1     # pad the embedding rows to a multiple (64 speeds up the matmul); the pad rows are never targets
 
     def __post_init__(self):
+        if self.init == "gpt2":  # the name before issue 13: checkpoints and exports saved with it still load
+            self.init = "scaled_residual"
         small = [f"{k}={getattr(self, k)}" for k in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")
                  if getattr(self, k) < 1] + [f"{k}={getattr(self, k)}" for k in ("n_kv_head", "ffn_hidden")
                                              if getattr(self, k) < 0]
@@ -64,7 +66,7 @@ class GPTConfig:
         if self.n_head % kv:
             problems.append(f"n_head={self.n_head} must be a multiple of n_kv_head={kv}")
         for name, allowed in [("pos", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
-                              ("mlp", ("gelu", "swiglu", "relu2")), ("init", ("gpt2", "zero_out")),
+                              ("mlp", ("gelu", "swiglu", "relu2")), ("init", ("scaled_residual", "zero_out")),
                               ("qk_norm", ("none", "before_rope", "after_rope"))]:
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -82,7 +84,8 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @property
-    def hidden(self):
+    def mlp_width(self):
+        """The MLP's hidden width: ffn_hidden, or the default for this mlp kind."""
         if self.ffn_hidden:
             return self.ffn_hidden
         if self.mlp == "swiglu":  # LLaMA: 2/3 of 4d keeps the parameter count of a 4d GELU MLP
@@ -182,9 +185,9 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.kind = config.mlp
-        width = 2 * config.hidden if config.mlp == "swiglu" else config.hidden  # gate and up in one matmul
+        width = 2 * config.mlp_width if config.mlp == "swiglu" else config.mlp_width  # gate and up in one matmul
         self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)
-        self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
         self.c_proj.residual = True
         self.dropout = nn.Dropout(config.dropout)
 
@@ -434,7 +437,7 @@ def describe(model):
     # AdamW keeps two moments per parameter; bf16 weights still keep fp32 moments in torch's AdamW
     mem = {"fp32": total * (4 + 8), "bf16": total * (2 + 8)}
     lines = [f"GPT: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query heads / {c.kv_heads} KV heads "
-             f"(head_dim {c.head_dim}), MLP {c.mlp} hidden {c.hidden}, context {c.block_size}",
+             f"(head_dim {c.head_dim}), MLP {c.mlp} hidden {c.mlp_width}, context {c.block_size}",
              f"vocab {c.vocab_size}" + (f" (padded to {c.padded_vocab} rows)" if c.padded_vocab != c.vocab_size else ""),
              "flags: " + ", ".join(f"{k}={v}" for k, v in asdict(c).items()
                                   if k not in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")),

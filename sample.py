@@ -147,12 +147,13 @@ def read_prompt(spec):
     return unescape(spec)
 
 
-def fit_context(ids, block_size, what="prompt", can_truncate=True):
-    """A prompt must leave room for at least one new token; --truncate keeps its most recent tokens."""
+def fit_prompt(ids, block_size, max_new_tokens, truncate, what="prompt"):
+    """A prompt must leave room for at least one new token; with truncate it keeps its most recent tokens, leaving
+    room for max_new_tokens (at most half the context)."""
     room = max(1, min(max_new_tokens, block_size // 2))
     if len(ids) + 1 <= block_size:
         return ids
-    if not (truncate and can_truncate):
+    if not truncate:
         raise UserError(f"the {what} is {len(ids)} tokens but the context is {block_size}; shorten it, or pass "
                         "--truncate=True to keep only its last tokens")
     print(f"warning: the {what} is {len(ids)} tokens; keeping its last {block_size - room} of a "
@@ -187,8 +188,10 @@ def unescape(text):
 # the three modes
 
 
-def chat_loop(model, enc, ckpt, ctx, generator, write):
-    template = checkpoint_template(ckpt, chat_template)
+def chat_loop(model, enc, template, system, settings, ctx, generator, write):
+    """Reads user lines until Ctrl-D and streams each answer (generate_text's settings); returns (tokens, seconds).
+    The oldest exchanges are forgotten when the conversation outgrows the context."""
+    max_new_tokens = settings["max_new_tokens"]
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
     n_tokens, seconds = 0, 0.0
@@ -213,9 +216,7 @@ def chat_loop(model, enc, ckpt, ctx, generator, write):
         t0 = time.time()
         with ctx:
             idx = torch_tensor([ids], model)
-            (reply,), n = generate_text(model, enc, idx, max_new_tokens=max_new_tokens, temperature=temperature,
-                                        top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                                        stop_strings=stop, stop_ids=stops, use_cache=kv_cache, generator=generator,
+            (reply,), n = generate_text(model, enc, idx, **settings, stop_ids=stops, generator=generator,
                                         on_text=write)
         seconds, n_tokens = seconds + time.time() - t0, n_tokens + n
         write("\n")
@@ -243,8 +244,11 @@ def main():
         sys.stdout.flush()
 
     if chat:
+        settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        repetition_penalty=repetition_penalty, stop_strings=stop, use_cache=kv_cache)
         try:
-            n_tokens, seconds = chat_loop(model, enc, ckpt, ctx, generator, write)
+            n_tokens, seconds = chat_loop(model, enc, checkpoint_template(ckpt, chat_template), system, settings, ctx,
+                                          generator, write)
         except KeyboardInterrupt:  # Ctrl-C at the prompt or while the model writes: leave, with no traceback
             write("\n")
             n_tokens = 0
@@ -253,9 +257,10 @@ def main():
         prefix, suffix = unescape(fim_prefix), unescape(fim_suffix)
         block = model.config.block_size
         if fim:  # cutting the front of an infilling prompt would cut its <|fim_prefix|>
-            ids = fit_context(fim_ids(enc, prefix, suffix), block, "infilling prompt", can_truncate=False)
+            ids = fit_prompt(fim_ids(enc, prefix, suffix), block, max_new_tokens, False, "infilling prompt")
         else:  # the user may type special tokens on purpose
-            ids = fit_context(data.start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block)
+            ids = fit_prompt(data.start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block,
+                             max_new_tokens, truncate)
             if not ids:
                 raise UserError(f"the prompt {prompt!r} is empty; give the model at least one character to continue")
         if kv_cache and len(ids) + max_new_tokens > block:  # the cache holds one context; without it the window slides

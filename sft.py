@@ -295,7 +295,7 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
     return convs, filtered
 
 
-def fetch(key):
+def fetch_source(key):
     """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
     return data.fetch(key, data.CACHE_DIR / "sft", local="pass a local copy: --sft_data=PATH.jsonl (or a generated set: "
                       + ", ".join(GENERATED) + ")")
@@ -309,7 +309,7 @@ def multiple_choice(question, choices, answer):
 
 
 def arc():
-    path, convs, filtered = fetch("arc"), [], 0
+    path, convs, filtered = fetch_source("arc"), [], 0
     with zipfile.ZipFile(path) as z:  # card 004: ARC-Easy + ARC-Challenge, train splits
         names = sorted(n for n in z.namelist() if re.search(r"ARC-(Easy|Challenge)-Train\.jsonl$", n))
         z.extractall(path.parent / "arc", names)
@@ -322,15 +322,15 @@ def arc():
 
 DOLLY_CATEGORIES = ("closed_qa", "open_qa", "information_extraction")  # card 003
 DOWNLOADED = {  # name: function() -> (conversations, rows filtered out)
-    "dolly_qa": lambda: read_conversations(fetch("dolly_15k_cleaned"), lambda r: r.get("category") in DOLLY_CATEGORIES),
-    "python_code_instructions_18k": lambda: read_conversations(fetch("python_code_instructions_18k")),  # card 001
-    "magicoder_python": lambda: read_conversations(fetch("magicoder_oss_75k"), lambda r: r.get("lang") == "python"),
-    "smoltalk": lambda: read_conversations(fetch("smoltalk")),
+    "dolly_qa": lambda: read_conversations(fetch_source("dolly_15k_cleaned"), lambda r: r.get("category") in DOLLY_CATEGORIES),
+    "python_code_instructions_18k": lambda: read_conversations(fetch_source("python_code_instructions_18k")),  # card 001
+    "magicoder_python": lambda: read_conversations(fetch_source("magicoder_oss_75k"), lambda r: r.get("lang") == "python"),
+    "smoltalk": lambda: read_conversations(fetch_source("smoltalk")),
     # GSM8K's <<48/2=24>> calculator notes are tool calls in nanochat; without a tool they are dropped
-    "gsm8k": lambda: read_conversations(fetch("gsm8k_train"), convert=lambda r: (
+    "gsm8k": lambda: read_conversations(fetch_source("gsm8k_train"), convert=lambda r: (
         chat(r["question"], re.sub(r"<<[^>]*>>", "", r["answer"])), None)),
     "arc": arc,
-    "mmlu_aux": lambda: read_conversations(fetch("mmlu_aux"), convert=lambda r: multiple_choice(
+    "mmlu_aux": lambda: read_conversations(fetch_source("mmlu_aux"), convert=lambda r: multiple_choice(
         r["question"], list(r["choices"]), "ABCD"[r["answer"]])),
 }
 
@@ -449,7 +449,7 @@ def load_conversations(spec, cfg):
 # batching: the data.Loader interface (next_batch, state_dict, load_state_dict) over rendered conversations
 
 
-def fit_context(ids, mask, n):
+def fit_conversation(ids, mask, n):
     """Cuts a rendered conversation to n tokens keeping the start of its first answer; (ids, mask, cut?)."""
     if len(ids) <= n:
         return ids, mask, False
@@ -591,7 +591,7 @@ def main(argv=None):
                         "add data or lower val_fraction")
     examples, cut = {"val": [], "train": []}, 0
     for i, conv in enumerate(convs):
-        ids, mask, was_cut = fit_context(*render(cfg["chat_template"], conv, enc), block + 1)
+        ids, mask, was_cut = fit_conversation(*render(cfg["chat_template"], conv, enc), block + 1)
         examples["val" if i < n_val else "train"].append((ids, mask))
         cut += was_cut
     n_tok = sum(len(ids) for ids, _ in examples["train"])

@@ -19,7 +19,7 @@ mlp = "swiglu"
 tie_embeddings = True      # card 003
 bias = False
 dropout = 0.0
-init = "gpt2"              # linears N(0, 0.02), residual projections / sqrt(2 n_layer)
+init = "scaled_residual"   # linears N(0, 0.02), residual projections / sqrt(2 n_layer)
 emb_init_std = 0.0360844   # 768 ** -0.5 (RECIPES.md)
 
 # data (RECIPES.md): end-of-text after each document, one flat uint32 file

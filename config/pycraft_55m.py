@@ -21,7 +21,7 @@ qk_norm = "before_rope"    # card 000: RMSNorm on Q and K before RoPE (OLMo 2 / 
 tie_embeddings = False     # untied: 55.3M (tied would be 38.9M)
 bias = False
 dropout = 0.1              # pretraining only; SFT sets 0 (RECIPES.md)
-init = "gpt2"              # N(0, 0.02), residual projections / sqrt(2 n_layer)
+init = "scaled_residual"   # N(0, 0.02), residual projections / sqrt(2 n_layer)
 
 # data: the card's six sources are not published; The Stack's Python, filtered, stands in.
 dataset = "the_stack_python"
@@ -29,7 +29,7 @@ tokenizer = "bpe"          # trained by data.py on the training split
 special_tokens = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|pad|>"]
 split_pattern = "gpt4"
 tokenizer_train_chars = 30_000_000   # our choice: 30 MB of Python is enough for 32k merges
-filters = "card001"        # our choice: the card only says "curated"
+filters = "code_quality"   # our choice: the card only says "curated"
 dedup = True
 quality_order = True       # card 000: scored on five heuristics, ordered best-first
 fim_rate = 0.5             # card 000: FIM 50%, PSM

@@ -324,7 +324,7 @@ def test_prepare_writes_bins_meta_and_tokenizer(tmp_path):
     src = write_docs(tmp_path / "src", docs + [docs[3], "value = (\n" * 20])  # one duplicate, one syntax error
     (tmp_path / "src" / "latin1.py").write_bytes("caf\xe9 = 1\n".encode("latin-1"))  # not UTF-8: skipped
     cfg = dict(dataset=f"files:{src}", data_dir=str(tmp_path / "data"), tokenizer="bpe", vocab_size=300,
-               special_tokens=SPECIALS, filters="card001", val_fraction=0.25, fim_rate=0.0, quality_order=False)
+               special_tokens=SPECIALS, filters="code_quality", val_fraction=0.25, fim_rate=0.0, quality_order=False)
     cfg["_ignored"] = "keys other scripts own are ignored"
     out = data.prepare(cfg)
     assert out == tmp_path / "data" / "files_src"
@@ -744,3 +744,9 @@ def test_dataset_sources_name_folders_and_weights():
     assert data.dataset_sources("files:~/notes/", "d") == [("files:~/notes/", Path("d/files_notes"), 1.0)]
     with pytest.raises(UserError, match="weight"):
         data.dataset_sources("code:lots", "d")
+
+
+def test_bins_prepared_under_the_old_filters_name_still_match():
+    """filters="card001" was renamed "code_quality" (issue 13): such bins are not refused as other settings."""
+    assert data.differing_settings({"filters": "card001"}, {"filters": "code_quality"}, ["filters"]) == ""
+    assert data.differing_settings({"filters": "none"}, {"filters": "code_quality"}, ["filters"]) != ""

@@ -245,13 +245,13 @@ def test_multiple_choice_acc_and_acc_norm_on_known_log_likelihoods():
     assert ls + la > ls + 4 * la and (ls + 4 * la) / 4 > (ls + la) / 1
     assert ls + 2 * la > ls + lb and (ls + 2 * la) / 2 > (ls + lb) / 1
     items = [("Question: first?\nAnswer:", ["a", "aaaa", "b"], 0), ("Question: second?\nAnswer:", ["b", "aa"], 1)]
-    got = ev.score_multiple_choice(unigram_model(enc), enc, items)
+    got = ev.score_multiple_choice(unigram_model(enc), enc, items, batch_size=8)
     assert got == {"acc": 1.0, "acc_norm": 0.5, "n": 2}
 
 
 def test_loglikelihood_sums_only_the_continuation():
     enc = byte_tokenizer()
-    (ll,) = ev.loglikelihoods(unigram_model(enc), [(enc.encode_ordinary("bbbb"), enc.encode_ordinary(" ab"))])
+    (ll,) = ev.loglikelihoods(unigram_model(enc), [(enc.encode_ordinary("bbbb"), enc.encode_ordinary(" ab"))], 8)
     assert ll == pytest.approx(math.log(P[" "]) + math.log(P["a"]) + math.log(P["b"]), rel=1e-5)
 
 
@@ -259,7 +259,7 @@ def test_loglikelihood_sums_only_the_continuation():
 def test_sliding_window_scores_every_token_once(context, stride):
     enc = byte_tokenizer()
     ids = enc.encode_ordinary("ab ba aab b a " * 8)
-    nll, n = ev.sliding_window_nll(unigram_model(enc, block_size=64), ids, context, stride)
+    nll, n = ev.sliding_window_nll(unigram_model(enc, block_size=64), ids, context, stride, batch_size=8)
     assert n == len(ids) - 1
     assert nll == pytest.approx(-sum(math.log(P[chr(t)]) for t in ids[1:]), rel=1e-5)
 
@@ -344,12 +344,12 @@ def test_multiple_choice_acc_and_acc_norm_match_lm_evals_process_results(monkeyp
               for c, g, lls in MC_ROWS]
     seen = []
 
-    def fixed(model, requests, ctx=None):  # the log-likelihoods above, in request order
+    def fixed(model, requests, batch_size, ctx=None):  # the log-likelihoods above, in request order
         seen.extend(requests)
         return [ll for _, _, lls in MC_ROWS for ll in lls]
     monkeypatch.setattr(ev, "loglikelihoods", fixed)
     enc = byte_tokenizer()
-    ours = ev.score_multiple_choice(None, enc, [("Q", c, g) for c, g, _ in MC_ROWS])
+    ours = ev.score_multiple_choice(None, enc, [("Q", c, g) for c, g, _ in MC_ROWS], batch_size=8)
     assert ours["acc"] == pytest.approx(sum(r["acc"] for r in theirs) / len(MC_ROWS))
     assert ours["acc_norm"] == pytest.approx(sum(r["acc_norm"] for r in theirs) / len(MC_ROWS))
     assert ours["acc"] != ours["acc_norm"]  # the rows tell the two apart

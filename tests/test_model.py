@@ -265,3 +265,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(idx, targets=idx)[1].backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_the_old_init_name_still_loads():
+    """init="gpt2" was renamed "scaled_residual" (issue 13): checkpoints and exports that carry the old name load."""
+    assert GPTConfig(n_layer=1, n_head=2, n_embd=16, init="gpt2").init == "scaled_residual"
+    with pytest.raises(configurator.UserError, match="init=.gpt3."):
+        GPTConfig(n_layer=1, n_head=2, n_embd=16, init="gpt3")

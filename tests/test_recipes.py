@@ -99,7 +99,7 @@ def test_dry_run_gpt2(tmp_path, monkeypatch, starcoder_like):
     assert base["dtype"] == "float16" and base["tokenizer"] == str(starcoder_like)  # card 001: fp16 + GradScaler
     assert "scale" in torch.load(tmp_path / preset / "ckpt.pt", weights_only=True)["scaler"]  # a live GradScaler
     meta = json.loads((tmp_path / "data" / "the_stack_python" / "meta.json").read_text())
-    assert meta["config"]["filters"] == "card001" and meta["dtype"] == "uint16"
+    assert meta["config"]["filters"] == "code_quality" and meta["dtype"] == "uint16"
 
 
 def test_dry_run_smallcoder(tmp_path, monkeypatch, starcoder_like):

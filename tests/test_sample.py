@@ -201,13 +201,13 @@ def test_prompt_longer_than_the_context_is_one_line_error(tiny):
     assert len(lines) == 1 and lines[0].startswith("error:") and "context" in lines[0]
 
 
-def test_truncate_keeps_the_end_of_a_long_prompt_with_a_warning(monkeypatch, capsys):
-    monkeypatch.setattr(sample, "truncate", True)
-    monkeypatch.setattr(sample, "max_new_tokens", 10)
+def test_truncate_keeps_the_end_of_a_long_prompt_with_a_warning(capsys):
     ids = list(range(300))
-    assert sample.fit_context(ids, 128) == ids[-(128 - 10):]
+    assert sample.fit_prompt(ids, 128, 10, truncate=True) == ids[-(128 - 10):]
     assert "warning:" in capsys.readouterr().err
-    assert sample.fit_context(ids[:100], 128) == ids[:100]  # a prompt that fits is left alone
+    assert sample.fit_prompt(ids[:100], 128, 10, truncate=True) == ids[:100]  # a prompt that fits is left alone
+    with pytest.raises(UserError, match="--truncate=True"):
+        sample.fit_prompt(ids, 128, 10, truncate=False)
 
 
 @pytest.mark.benchmark

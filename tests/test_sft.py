@@ -174,7 +174,7 @@ def test_downloaded_sources_filter_count_and_convert(tmp_path, monkeypatch, caps
             {"question": {"stem": "Sky color?", "choices": [{"text": "blue", "label": "A"}, {"text": "red", "label": "B"}]},
              "answerKey": "A"}) + "\n")
         z.writestr("ARC-V1-Feb2018-2/ARC-Easy/ARC-Easy-Test.jsonl", "not used\n")
-    monkeypatch.setattr(sft, "fetch", lambda key: files[key])
+    monkeypatch.setattr(sft, "fetch_source", lambda key: files[key])
     convs = sft.load_conversations("dolly_qa,gsm8k,arc", {"seed": 0, "max_examples": 0})
     assert "2 conversations (1 rows filtered out" in capsys.readouterr().out  # the poem: counted, not lost
     texts = [byte_enc.decode(sft.render("parchment", c, byte_enc)[0]) for c in convs]
@@ -237,11 +237,11 @@ def test_stdlib_functions_are_compilable_and_match_their_task():
         assert assistant["content"].startswith(f"def {name}(")
 
 
-def test_fit_context_keeps_the_start_of_the_answer():
+def test_fit_conversation_keeps_the_start_of_the_answer():
     ids, mask = list(range(100)), [0] * 80 + [1] * 20
-    cut_ids, cut_mask, cut = sft.fit_context(ids, mask, 30)
+    cut_ids, cut_mask, cut = sft.fit_conversation(ids, mask, 30)
     assert cut and len(cut_ids) == 30 and cut_ids[:15] == list(range(65, 80)) and cut_mask[15] == 1
-    assert sft.fit_context(ids[70:], mask[70:], 30) == (ids[70:], mask[70:], False)
+    assert sft.fit_conversation(ids[70:], mask[70:], 30) == (ids[70:], mask[70:], False)
 
 
 # -----------------------------------------------------------------------------
