@@ -1,0 +1,39 @@
+"""The scripts import each other one way (issue 13), in the order the README draws:
+configurator <- model <- data <- hf <- train <- sft <- sample <- eval, with export, plot and dryrun on top.
+Read from the source with ast, so a cycle hidden in a function counts too."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ["configurator", "model", "data", "hf", "train", "sft", "sample", "eval", "export", "plot", "dryrun"]
+# imported inside a function on purpose: optional extras, and what data preparation must not wait for
+LAZY = {"requests", "torch", "pyarrow", "wandb", "matplotlib", "fcntl", "pydoc_data"}
+
+
+def imports(path):
+    """(module, inside a function?) for every import in the file."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            yield name.split(".")[0], id(node) not in top
+
+
+def test_every_script_has_a_place_in_the_order():
+    assert sorted(p.stem for p in ROOT.glob("*.py")) == sorted(ORDER)
+
+
+def test_scripts_import_only_those_before_them():
+    for rank, name in enumerate(ORDER):
+        for module, _ in imports(ROOT / f"{name}.py"):
+            if module in ORDER:
+                assert ORDER.index(module) < rank, f"{name}.py imports {module}.py, which comes after it"
+
+
+def test_imports_inside_functions_are_optional_extras_only():
+    for name in ORDER:
+        hidden = {m for m, inside in imports(ROOT / f"{name}.py") if inside} - LAZY
+        assert not hidden, f"{name}.py imports {sorted(hidden)} inside a function; import them at the top"
