@@ -142,6 +142,19 @@ def test_bpe_matches_brute_force_reference(pattern):
         assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
 
 
+@pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT, r"\S+|\s+"])
+@pytest.mark.parametrize("max_pieces", [1, 10**9])
+def test_counting_by_pieces_matches_splitting_whole_texts(pattern, max_pieces):
+    # count_chunks cuts texts before " " + non-space and splits each distinct piece once; the chunks must be the
+    # pattern's own on whole texts, around every kind of space and at both ends (\x1c..\x1f are spaces to re but
+    # not to regex; \x85 and \u2003 are spaces to both)
+    rng = random.Random(0)
+    alphabet = list("   \n\n\t\rab12.,'s(_") + ["\x1c", "\xa0", "\u00e9", "\u2003", "\x85", "\x0b", "\u4e00"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)] + stdlib_texts(40, 5)
+    whole = Counter(chunk for text in texts for chunk in regex.findall(pattern, text))
+    assert data.count_chunks(texts, pattern, max_pieces=max_pieces) == whole
+
+
 def test_parallel_counting_gives_identical_merges(corpus):
     # the shards' Counters merge in another order than one process counts; the merges must not notice
     assert data.count_chunks_parallel(corpus, data.GPT4_SPLIT, num_proc=3) == data.count_chunks(corpus, data.GPT4_SPLIT)
