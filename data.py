@@ -160,6 +160,8 @@ def count_chunks(texts, pattern, max_pieces=200_000):
         for text in texts:
             counts.update(split.findall(text))
         return counts
+    middles = collections.Counter()  # pieces between two cuts, without the " " in front
+    ends = collections.Counter()  # (piece, whether it was cut after) at the start and end of each text
 
     def add(text, n, cut_after):
         # a piece's last chunks depend on what follows it (a space run leaves its last space to the next word;
@@ -183,8 +185,6 @@ def count_chunks(texts, pattern, max_pieces=200_000):
         middles.clear()
         ends.clear()
 
-    middles = collections.Counter()  # pieces between two cuts, without the " " in front
-    ends = collections.Counter()  # (piece, whether it was cut after) at the start and end of each text
     for text in texts:
         first, *rest = CUT.split(text)  # the cut takes the space: each later piece had a " " in front
         if rest:
@@ -259,9 +259,9 @@ def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=
     stats = collections.defaultdict(int)  # pair -> occurrences in the corpus
     where = collections.defaultdict(list)  # pair -> indices of the words that may hold it (lists: a third of sets' memory)
     for i, (w, c) in enumerate(zip(words, counts)):
-        for k in range(len(w) - 1):
-            stats[w[k:k + 2]] += c
-            where[w[k:k + 2]].append(i)
+        for pair in map(str.__add__, w, w[1:]):  # w[k] + w[k + 1] for each k
+            stats[pair] += c
+            where[pair].append(i)
     if verbose:
         print(f"bpe: {sum(counts):,} chunks, {len(words):,} unique, {len(stats):,} pairs ({time.time() - t0:.1f}s)")
     # the index's lists hold no cycles, and the collector's passes over them took ~20% of the merges (issue 14)
