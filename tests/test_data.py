@@ -589,21 +589,31 @@ print(seconds, sum(len(t.encode()) for t in sample) / sum(map(len, enc.encode_or
 @pytest.mark.benchmark
 def test_benchmark_bpe_against_rustbpe():
     """Issue 14: picochat's setting (vocab 65,536, nanochat's split) on 200 MB of English-like text, against rustbpe
-    (nanochat's trainer, Rust, counting on all cores). Alternating runs, medians of 5 pairs; each in a fresh process."""
+    (nanochat's trainer, Rust, counting on all cores). Alternating runs, medians of 5 pairs; each in a fresh process.
+    BENCH_BEFORE=<a checkout of an older commit> adds that commit's train_bpe to each round, to measure a change."""
     pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
     megabytes = int(os.environ.get("BENCH_MB", 200))
     english_corpus(megabytes)
     path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
-    runs = {"ours": [], "rustbpe": []}
+    trainers = {"ours": ("ours", ROOT), "rustbpe": ("rustbpe", ROOT)}
+    if os.environ.get("BENCH_BEFORE"):
+        trainers["before"] = ("ours", Path(os.environ["BENCH_BEFORE"]).resolve())
+    runs = {who: [] for who in trainers}
     for _ in range(int(os.environ.get("BENCH_PAIRS", 5))):
-        for who in runs:
-            out, peak = run_with_peak_memory([sys.executable, "-c", TRAIN_ONE_BPE, who, str(path), str(ROOT)])
+        for who, (trainer, root) in trainers.items():
+            out, peak = run_with_peak_memory([sys.executable, "-c", TRAIN_ONE_BPE, trainer, str(path), str(root)])
             seconds, bytes_per_token, merges = out.split()
             runs[who].append((float(seconds), peak, float(bytes_per_token), merges))
             print(f"{who}: {float(seconds):.1f}s, peak {peak:,.0f} MB, {float(bytes_per_token):.3f} bytes/token")
     (t_ours, m_ours, bpt_ours, merges_ours), (t_rust, m_rust, bpt_rust, merges_rust) = (
-        [sorted(col)[len(col) // 2] for col in zip(*runs[who])] for who in runs)
+        [sorted(col)[len(col) // 2] for col in zip(*runs[who])] for who in ("ours", "rustbpe"))
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    if "before" in runs:
+        print(f"\nbefore ({trainers['before'][1]}): median {median([r[0] for r in runs['before']]):.1f}s, "
+              f"{median([a[0] / b[0] for a, b in zip(runs['before'], runs['rustbpe'])]):.2f}x rustbpe's time, "
+              f"ours {median([a[0] / b[0] for a, b in zip(runs['ours'], runs['before'])]):.2f}x its time; peak memory "
+              f"{median([a[1] / b[1] for a, b in zip(runs['before'], runs['rustbpe'])]):.2f}x rustbpe's; "
+              f"identical merges: {runs['before'][0][3] == merges_ours}")
     time_ratio = median([a[0] / b[0] for a, b in zip(runs["ours"], runs["rustbpe"])])  # each pair ran back to back
     memory_ratio = median([a[1] / b[1] for a, b in zip(runs["ours"], runs["rustbpe"])])
     print(f"\nBPE 65,536 on {megabytes} MB, {os.cpu_count()} cores, {len(runs['ours'])} alternating pairs: medians ours "
