@@ -142,6 +142,22 @@ def test_bpe_matches_brute_force_reference(pattern):
         assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
 
 
+@pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT])
+def test_bpe_merges_match_rustbpe(corpus, pattern):
+    # rustbpe (nanochat's trainer, written apart from ours in Rust) breaks ties the same way: the merges must be
+    # the same list in the same order, on real code and on short random texts full of ties and odd spaces
+    rustbpe = pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
+    rng = random.Random(0)
+    alphabet = list("   \n\n\t\rab12.,'s(_") + ["\x1c", "\xa0", "\u00e9", "\u2003", "\x85", "\x0b", "\u4e00"]
+    noise = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)]
+    for texts, vocab_size in ((corpus, 2000), (noise, 600)):
+        ours = data.train_bpe(texts, vocab_size, [], pattern=pattern, verbose=False)._mergeable_ranks
+        reference = rustbpe.Tokenizer()
+        reference.train_from_iterator(texts, vocab_size, pattern=pattern)
+        theirs = dict(reference.get_mergeable_ranks())
+        assert sorted(ours, key=ours.get) == sorted(theirs, key=theirs.get)
+
+
 @pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT, r"\S+|\s+"])
 @pytest.mark.parametrize("max_pieces", [1, 10**9])
 def test_counting_by_pieces_matches_splitting_whole_texts(pattern, max_pieces):
@@ -172,7 +188,9 @@ def test_train_bpe_user_errors():
 
 def test_data_prep_imports_no_torch():
     # torch was 2.5 s of data.py's 2.85 s import, and preparing data needs none of it (issue 14)
-    code = "import data, sys; data.load_tokenizer('cl100k_base'); assert 'torch' not in sys.modules"
+    # nor does training a tokenizer, counting in forked processes included
+    code = ("import data, sys; data.load_tokenizer('cl100k_base'); data.train_bpe(['ab ab', 'ba ba'], 258, "
+            "verbose=False, num_proc=2); assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
