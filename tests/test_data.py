@@ -142,14 +142,20 @@ def test_bpe_matches_brute_force_reference(pattern):
         assert enc.encode_ordinary(text) == naive_encode(text, merges, pat)
 
 
+def odd_space_texts():
+    r"""3,000 short random texts with every kind of space (\x1c..\x1f are spaces to re but not to regex; \x85 and
+    \u2003 are spaces to both), letters, digits and punctuation: ties and edge cases for the splitters and trainers."""
+    rng = random.Random(0)
+    alphabet = list("   \n\n\t\rab12.,'s(_") + ["\x1c", "\xa0", "\u00e9", "\u2003", "\x85", "\x0b", "\u4e00"]
+    return ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)]
+
+
 @pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT])
 def test_bpe_merges_match_rustbpe(corpus, pattern):
     # rustbpe (nanochat's trainer, written apart from ours in Rust) breaks ties the same way: the merges must be
     # the same list in the same order, on real code and on short random texts full of ties and odd spaces
     rustbpe = pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
-    rng = random.Random(0)
-    alphabet = list("   \n\n\t\rab12.,'s(_") + ["\x1c", "\xa0", "\u00e9", "\u2003", "\x85", "\x0b", "\u4e00"]
-    noise = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)]
+    noise = odd_space_texts()
     for texts, vocab_size in ((corpus, 2000), (noise, 600)):
         ours = data.train_bpe(texts, vocab_size, [], pattern=pattern, verbose=False)._mergeable_ranks
         reference = rustbpe.Tokenizer()
@@ -162,11 +168,8 @@ def test_bpe_merges_match_rustbpe(corpus, pattern):
 @pytest.mark.parametrize("max_pieces", [1, 10**9])
 def test_counting_by_pieces_matches_splitting_whole_texts(pattern, max_pieces):
     # count_chunks cuts texts before " " + non-space and splits each distinct piece once; the chunks must be the
-    # pattern's own on whole texts, around every kind of space and at both ends (\x1c..\x1f are spaces to re but
-    # not to regex; \x85 and \u2003 are spaces to both)
-    rng = random.Random(0)
-    alphabet = list("   \n\n\t\rab12.,'s(_") + ["\x1c", "\xa0", "\u00e9", "\u2003", "\x85", "\x0b", "\u4e00"]
-    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)] + stdlib_texts(40, 5)
+    # pattern's own on whole texts, around every kind of space and at both ends
+    texts = odd_space_texts() + stdlib_texts(40, 5)
     whole = Counter(chunk for text in texts for chunk in regex.findall(pattern, text))
     assert data.count_chunks(texts, pattern, max_pieces=max_pieces) == whole
 
