@@ -1,5 +1,5 @@
 """
-Text in, token bins out: sources, filters, quality order, fill-in-the-middle, tokenizers, loader.
+Text in, token bins out: tokenizers, sources, filters and quality order, fill-in-the-middle, bins, loader.
 
     python data.py --preset=tiny                       # stdlib Python -> own BPE -> data/stdlib_python/
     python data.py --dataset=stdlib_docs --tokenizer=cl100k_base
@@ -12,27 +12,22 @@ each ended by <|endoftext|> or started by a bos token), meta.json, and the token
 From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000); data.main()`.
 train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
 
-Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (`train_bpe`, pure Python), or a
+Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (bpe.py, pure Python), or a
 Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids.
 """
 
 import ast
 import base64
 import binascii
-import collections
 import errno
-import gc
 import glob
 import gzip
 import hashlib
-import heapq
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import random
-import re
 import shutil
 import sys
 import sysconfig
@@ -45,6 +40,7 @@ import regex
 import tiktoken
 import tiktoken.registry
 
+import bpe
 import configurator
 from configurator import UserError, print_config
 
@@ -82,246 +78,8 @@ CACHE_DIR = Path(os.environ.get("SLM_CACHE_DIR", Path.home() / ".cache" / "slm")
 
 EOT, PAD, BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
-# GPT-4's split (tiktoken cl100k_base): contractions, words with one leading non-letter, numbers of up to 3
-# digits, punctuation runs, newlines, other whitespace. nanochat (card 004) groups digits by at most 2.
-GPT4_SPLIT = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-GPT4_DIGITS2_SPLIT = GPT4_SPLIT.replace(r"\p{N}{1,3}+", r"\p{N}{1,2}+")
-SPLIT_PATTERNS = {"gpt4": GPT4_SPLIT, "gpt4_digits2": GPT4_DIGITS2_SPLIT}
-# GPT-2's split, what a Hugging Face ByteLevel pre-tokenizer with use_regex=true applies
-GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # sha256 of OpenAI's rank files (from tiktoken's openai_public.py): the offline copy must be byte-identical
 TIKTOKEN_FILE_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
-
-
-def get_stats(chunks):
-    """How often each adjacent pair of ids occurs in the chunks (lists of ids): a Counter {(a, b): count}."""
-    return collections.Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
-
-
-def merge(ids, pair, new_id):
-    """ids with every non-overlapping occurrence of pair, left to right, replaced by new_id."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def train_bpe_naive(texts, n_merges, pattern=GPT4_SPLIT):
-    """The textbook BPE trainer (Sennrich et al. 2016 on bytes, as GPT-2 and minbpe): (vocab, merges).
-
-    Cut each text into chunks with the split pattern (a merge never crosses a chunk), start every chunk as its
-    bytes (ids 0..255), then repeat: count all adjacent pairs, give the most frequent pair the next id, replace
-    it everywhere. Ties go to the lowest (left id, right id); a pair whose bytes are already a token is skipped.
-
-        >>> vocab, merges = train_bpe_naive(["aaabdaaabac"], 3, pattern=r"\S+")   # Wikipedia's example
-        >>> merges   # aa (4 times: overlapping pairs count), then ab and aa+a tie at 2: the lower pair wins
-        [(97, 97, 256), (97, 98, 257), (256, 257, 258)]
-        >>> [vocab[new_id] for _, _, new_id in merges]
-        [b'aa', b'ab', b'aaab']
-
-    Every step recounts everything: fine for a page of text, far too slow for a corpus. train_bpe below gives
-    the same merges (tests/test_data.py checks it) by counting each distinct chunk once and updating only the
-    pairs beside each merge."""
-    chunks = [list(c.encode()) for t in texts for c in regex.findall(pattern, t)]
-    vocab = [bytes([b]) for b in range(256)]
-    merges = []
-    while len(merges) < n_merges:
-        stats = get_stats(chunks)
-        candidates = [(-count, pair) for pair, count in stats.items() if vocab[pair[0]] + vocab[pair[1]] not in vocab]
-        if not candidates:
-            break
-        _, pair = min(candidates)
-        new_id = len(vocab)
-        vocab.append(vocab[pair[0]] + vocab[pair[1]])
-        merges.append((*pair, new_id))
-        chunks = [merge(ids, pair, new_id) for ids in chunks]
-    return vocab, merges
-
-
-# Splitting with the pattern is most of the counting's time (issue 14), and most of a corpus repeats words seen
-# before. For these patterns no chunk crosses a space that is followed by a non-space, and none looks behind its
-# start, so a text cut before each such space splits into the same chunks piece by piece: the pieces (about a word
-# each) are counted and only the distinct ones split. tests/test_data.py checks this against splitting whole texts.
-CUT = re.compile(r" (?=\S)")  # re's \S is a little narrower than regex's: it only cuts less
-CUTTABLE = {GPT2_SPLIT, GPT4_SPLIT, GPT4_DIGITS2_SPLIT}
-
-
-def count_chunks(texts, pattern, max_pieces=200_000):
-    """How often each pre-split chunk occurs in texts: a Counter {chunk: count}. The distinct pieces are split
-    whenever there are max_pieces of them, which bounds the memory (on 200 MB of text, 7% more splitting)."""
-    split = regex.compile(pattern)
-    counts = collections.Counter()
-    if pattern not in CUTTABLE:
-        for text in texts:
-            counts.update(split.findall(text))
-        return counts
-    middles = collections.Counter()  # pieces between two cuts, without the " " in front
-    ends = collections.Counter()  # (piece, whether it was cut after) at the start and end of each text
-
-    def add(text, n, cut_after):
-        # a piece's last chunks depend on what follows it (a space run leaves its last space to the next word;
-        # "\s++$" matches only at the end), so a piece that was cut after is split with " x" after it, and that
-        # chunk dropped
-        chunks = split.findall(text + " x")[:-1] if cut_after else split.findall(text)
-        for chunk, k in collections.Counter(chunks).items():
-            counts[chunk] += k * n
-
-    def add_pieces():
-        # the middle pieces seen n times can follow one another, so they are split as one text, 10,000 at a time:
-        # a call per distinct piece took as long as the cutting and counting together
-        alike = collections.defaultdict(list)
-        for piece, n in middles.items():
-            alike[n].append(piece)
-        for n, group in alike.items():
-            for k in range(0, len(group), 10_000):
-                add(" " + " ".join(group[k:k + 10_000]), n, cut_after=True)
-        for (piece, cut_after), n in ends.items():
-            add(piece, n, cut_after)
-        middles.clear()
-        ends.clear()
-
-    for text in texts:
-        first, *rest = CUT.split(text)  # the cut takes the space: each later piece had a " " in front
-        if rest:
-            ends[first, True] += 1
-            middles.update(rest[:-1])
-            ends[" " + rest[-1], False] += 1
-        else:
-            ends[first, False] += 1
-        if len(middles) > max_pieces:
-            add_pieces()
-    add_pieces()
-    return counts
-
-
-def _send_chunk_counts(texts, pattern, conn):
-    conn.send(count_chunks(texts, pattern))
-    conn.close()
-
-
-def count_chunks_parallel(texts, pattern, num_proc=0):
-    """count_chunks over num_proc shards of the documents at once, the Counters merged. Counting was 65-73% of
-    train_bpe's time on one core (issue 14). The shards are forked, so the children share the parent's texts
-    instead of receiving a pickled copy; where fork is missing (Windows) it counts in this process."""
-    texts = list(texts)
-    n = min(num_proc or os.cpu_count() or 1, len(texts))
-    if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return count_chunks(texts, pattern)
-    ctx = multiprocessing.get_context("fork")
-    shards = [texts[i::n] for i in range(n)]  # every n-th document: shards of similar size in any corpus order
-    children = []
-    for shard in shards[1:]:
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_send_chunk_counts, args=(shard, pattern, send), daemon=True)
-        child.start()
-        send.close()
-        children.append((child, receive))
-    counts = count_chunks(shards[0], pattern)  # this process counts the first shard meanwhile
-    for child, receive in children:
-        try:
-            counts.update(receive.recv())
-        except EOFError:
-            child.join()
-            raise RuntimeError(f"a chunk-counting process died (exit code {child.exitcode}); out of memory? "
-                               "try num_proc=1") from None
-        child.join()
-    return counts
-
-
-def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=True, name=None, num_proc=0):
-    """Byte-level BPE: ids 0..255 are the bytes, then the merges, then the special tokens. The same merges as
-    train_bpe_naive above (read that one first), computed incrementally so that a corpus takes seconds.
-
-    The pre-split chunks are counted in num_proc processes (0 = all cores). Pairs are counted over the unique
-    chunks (weighted by their counts), and after each merge only the chunks holding the merged pair are rewritten,
-    found through an index pair -> chunks. The best pair is the most frequent; ties go to the lowest (left id,
-    right id). A pair whose bytes already form a token is skipped: a tiktoken rank file maps each byte string to
-    one id.
-
-    A chunk is kept as a str whose characters are its token ids (chr(id)) and a pair as a 2-character str: a merge
-    is then str.replace, which merges left to right without overlaps as BPE does, in C. Comparing 2-character
-    strs compares (left id, right id). Looping over token lists in Python made the merges 3x slower (issue 14).
-    """
-    pattern = SPLIT_PATTERNS.get(pattern, pattern)
-    n_merges = vocab_size - 256 - len(special_tokens)
-    if n_merges < 0:
-        raise UserError(f"vocab_size={vocab_size} is too small: it must hold 256 bytes + {len(special_tokens)} special tokens")
-    t0 = time.time()
-    chunk_counts = count_chunks_parallel(texts, pattern, num_proc)
-    words = [c.encode("utf-8").decode("latin-1") for c in chunk_counts]  # latin-1: byte b -> chr(b)
-    counts = list(chunk_counts.values())
-    del chunk_counts
-    stats = collections.defaultdict(int)  # pair -> occurrences in the corpus
-    where = collections.defaultdict(list)  # pair -> indices of the words that may hold it (lists: a third of sets' memory)
-    for i, (w, c) in enumerate(zip(words, counts)):
-        for pair in map(str.__add__, w, w[1:]):  # w[k] + w[k + 1] for each k
-            stats[pair] += c
-            where[pair].append(i)
-    if verbose:
-        print(f"bpe: {sum(counts):,} chunks, {len(words):,} unique, {len(stats):,} pairs ({time.time() - t0:.1f}s)")
-    # the index's lists hold no cycles, and the collector's passes over them took ~20% of the merges (issue 14)
-    gc.freeze()
-    heap = [(-c, pair) for pair, c in stats.items()]
-    heapq.heapify(heap)
-    vocab = [bytes([i]) for i in range(256)]
-    known = set(vocab)
-    last_print = time.time()
-    while len(vocab) < 256 + n_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        count = stats.get(pair, 0)
-        if count != -neg:  # stale entry: a pair of old tokens only loses occurrences, so re-push its true count
-            if count > 0:
-                heapq.heappush(heap, (-count, pair))
-            continue
-        a, b = pair
-        merged = vocab[ord(a)] + vocab[ord(b)]
-        del stats[pair]
-        if merged in known:
-            continue
-        z = chr(len(vocab))
-        vocab.append(merged)
-        known.add(merged)
-        # every z in a rewritten word is one merge, and only the pairs beside it change: L a -> L z, b R -> z R,
-        # and between two merges b a -> z z. Tally the tokens beside z first, then move their counts once each.
-        before, after = collections.defaultdict(int), collections.defaultdict(int)  # token -> occurrences beside z
-        for i in set(where.pop(pair)):
-            if pair not in words[i]:
-                continue  # the index is not pruned: this word lost the pair in an earlier merge
-            word = words[i] = words[i].replace(pair, z)
-            c = counts[i]
-            k = word.find(z)
-            while k >= 0:
-                if k > 0:
-                    before[word[k - 1]] += c
-                    where[word[k - 1] + z].append(i)
-                if k + 1 < len(word) and word[k + 1] != z:
-                    after[word[k + 1]] += c
-                    where[z + word[k + 1]].append(i)
-                k = word.find(z, k + 1)
-        for left, c in before.items():
-            stats[(b if left == z else left) + a] -= c
-            stats[left + z] += c
-            heapq.heappush(heap, (-stats[left + z], left + z))
-        for right, c in after.items():
-            stats[b + right] -= c
-            stats[z + right] += c
-            heapq.heappush(heap, (-stats[z + right], z + right))
-        stats.pop(pair, None)
-        if verbose and (time.time() - last_print > 5 or len(vocab) == 256 + n_merges):
-            last_print = time.time()
-            print(f"bpe: merge {len(vocab) - 256:,}/{n_merges:,} count {count:,} token {merged!r} ({time.time() - t0:.0f}s)")
-    gc.unfreeze()
-    if len(vocab) < 256 + n_merges:
-        raise UserError(f"the training text allows only {len(vocab) - 256} merges, fewer than vocab_size={vocab_size} needs; "
-                        "add text (tokenizer_train_chars, max_chars) or lower vocab_size")
-    specials = {tok: len(vocab) + k for k, tok in enumerate(special_tokens)}
-    return tiktoken.Encoding(name=name or f"bpe{vocab_size}", pat_str=pattern,
-                             mergeable_ranks={tok: i for i, tok in enumerate(vocab)}, special_tokens=specials)
 
 
 def _rank_file_bytes(enc):
@@ -481,7 +239,7 @@ def _hf_split_pattern(pre, name):
     if byte_level is None or byte_level.get("add_prefix_space"):
         raise UserError(f"{name}: needs a ByteLevel pre-tokenizer without add_prefix_space to convert to tiktoken")
     if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
-        return GPT2_SPLIT
+        return bpe.GPT2_SPLIT
     if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
         split = parts[0]
         if split.get("behavior") == "Isolated" and not split.get("invert") and "Regex" in split["pattern"]:
@@ -489,7 +247,7 @@ def _hf_split_pattern(pre, name):
     if kinds == ["Digits", "ByteLevel"] and byte_level.get("use_regex", True):  # StarCoder's tokenizers
         # digits are cut out first, so numbers never take a leading space and whitespace stops before them
         digits = r"\p{N}" if parts[0].get("individual_digits") else r"\p{N}+"
-        return (GPT2_SPLIT.replace(r" ?\p{N}+", digits).replace(r"\s+(?!\S)", r"\s+(?![^\s\p{N}])"))
+        return (bpe.GPT2_SPLIT.replace(r" ?\p{N}+", digits).replace(r"\s+(?!\S)", r"\s+(?![^\s\p{N}])"))
     raise UserError(f"{name}: pre-tokenizer {kinds} is not supported for conversion to tiktoken")
 
 
@@ -978,7 +736,7 @@ def _write_bins(cfg, out_dir, final_dir):
             raise UserError(f"{cfg['dataset']} gave no training documents to train the tokenizer on; add data, relax "
                             "filters or lower val_fraction")
         print(f"training a {cfg['vocab_size']}-token BPE on {n_chars / 1e6:.1f}M characters")
-        enc = train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"], pattern=_split_pattern(cfg["split_pattern"]),
+        enc = bpe.train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"], pattern=_split_pattern(cfg["split_pattern"]),
                         name=f"bpe{cfg['vocab_size']}", num_proc=cfg["num_proc"])
         del texts
     else:
@@ -1049,9 +807,9 @@ def _write_bins(cfg, out_dir, final_dir):
 
 
 def _split_pattern(name):
-    if name not in SPLIT_PATTERNS:
-        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(SPLIT_PATTERNS)}")
-    return SPLIT_PATTERNS[name]
+    if name not in bpe.SPLIT_PATTERNS:
+        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(bpe.SPLIT_PATTERNS)}")
+    return bpe.SPLIT_PATTERNS[name]
 
 
 def read_meta(data_dir):

@@ -16,6 +16,7 @@ import sysconfig
 import time
 from collections import Counter
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import bpe  # noqa: E402
 import data  # noqa: E402
 from configurator import UserError  # noqa: E402
 
@@ -55,7 +57,7 @@ def held_out():
 
 @pytest.fixture(scope="module")
 def enc(corpus):
-    return data.train_bpe(corpus, 1024, SPECIALS, verbose=False)
+    return bpe.train_bpe(corpus, 1024, SPECIALS, verbose=False)
 
 
 # -----------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def naive_encode(text, merges, pattern):
     for chunk in regex.findall(pattern, text):
         w = list(chunk.encode())
         for a, b, z in merges:
-            w = data.merge(w, (a, b), z)
+            w = bpe.merge(w, (a, b), z)
         ids += w
     return ids
 
@@ -124,18 +126,18 @@ def naive_encode(text, merges, pattern):
 def test_the_textbook_trainers_worked_example_holds():
     import doctest
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
-    for test in finder.find(data.train_bpe_naive, "train_bpe_naive", globs={"train_bpe_naive": data.train_bpe_naive}):
+    for test in finder.find(bpe.train_bpe_naive, "train_bpe_naive", globs={"train_bpe_naive": bpe.train_bpe_naive}):
         runner.run(test)
     assert runner.summarize(verbose=False) == (0, 3)  # no failures, three examples run
 
 
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt4_digits2"])
 def test_bpe_matches_brute_force_reference(pattern):
-    pat = data.SPLIT_PATTERNS[pattern]
+    pat = bpe.SPLIT_PATTERNS[pattern]
     texts = ["aaaa abab abab ab ba aaa 12345 123 1234567", "the cat sat on the mat; the hat",
              stdlib_texts(40, 1)[0][:2000]]
-    vocab, merges = data.train_bpe_naive(texts, 100, pat)
-    enc = data.train_bpe(texts, 256 + 100 + 1, [data.EOT], pattern=pattern, verbose=False)
+    vocab, merges = bpe.train_bpe_naive(texts, 100, pat)
+    enc = bpe.train_bpe(texts, 256 + 100 + 1, [data.EOT], pattern=pattern, verbose=False)
     assert sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get) == vocab
     # tiktoken's encoder with our ranks reproduces "apply the merges in training order"
     for text in texts + [stdlib_texts(300, 1)[0][:2000], "abababab aaaaaaa 9876543210"]:
@@ -150,49 +152,49 @@ def odd_space_texts():
     return ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(3000)]
 
 
-@pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT])
+@pytest.mark.parametrize("pattern", [bpe.GPT2_SPLIT, bpe.GPT4_SPLIT, bpe.GPT4_DIGITS2_SPLIT])
 def test_bpe_merges_match_rustbpe(corpus, pattern):
     # rustbpe (nanochat's trainer, written apart from ours in Rust) breaks ties the same way: the merges must be
     # the same list in the same order, on real code and on short random texts full of ties and odd spaces
     rustbpe = pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
     noise = odd_space_texts()
     for texts, vocab_size in ((corpus, 2000), (noise, 600)):
-        ours = data.train_bpe(texts, vocab_size, [], pattern=pattern, verbose=False)._mergeable_ranks
+        ours = bpe.train_bpe(texts, vocab_size, [], pattern=pattern, verbose=False)._mergeable_ranks
         reference = rustbpe.Tokenizer()
         reference.train_from_iterator(texts, vocab_size, pattern=pattern)
         theirs = dict(reference.get_mergeable_ranks())
         assert sorted(ours, key=ours.get) == sorted(theirs, key=theirs.get)
 
 
-@pytest.mark.parametrize("pattern", [data.GPT2_SPLIT, data.GPT4_SPLIT, data.GPT4_DIGITS2_SPLIT, r"\S+|\s+"])
+@pytest.mark.parametrize("pattern", [bpe.GPT2_SPLIT, bpe.GPT4_SPLIT, bpe.GPT4_DIGITS2_SPLIT, r"\S+|\s+"])
 @pytest.mark.parametrize("max_pieces", [1, 10**9])
 def test_counting_by_pieces_matches_splitting_whole_texts(pattern, max_pieces):
     # count_chunks cuts texts before " " + non-space and splits each distinct piece once; the chunks must be the
     # pattern's own on whole texts, around every kind of space and at both ends
     texts = odd_space_texts() + stdlib_texts(40, 5)
     whole = Counter(chunk for text in texts for chunk in regex.findall(pattern, text))
-    assert data.count_chunks(texts, pattern, max_pieces=max_pieces) == whole
+    assert bpe.count_chunks(texts, pattern, max_pieces=max_pieces) == whole
 
 
 def test_parallel_counting_gives_identical_merges(corpus):
     # the shards' Counters merge in another order than one process counts; the merges must not notice
-    assert data.count_chunks_parallel(corpus, data.GPT4_SPLIT, num_proc=3) == data.count_chunks(corpus, data.GPT4_SPLIT)
-    one = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=1)
-    three = data.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=3)
+    assert bpe.count_chunks_parallel(corpus, bpe.GPT4_SPLIT, num_proc=3) == bpe.count_chunks(corpus, bpe.GPT4_SPLIT)
+    one = bpe.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=1)
+    three = bpe.train_bpe(corpus, 600, [data.EOT], verbose=False, num_proc=3)
     assert one._mergeable_ranks == three._mergeable_ranks
 
 
 def test_train_bpe_user_errors():
     with pytest.raises(UserError, match="too small"):
-        data.train_bpe(["abc"], 200, SPECIALS, verbose=False)
+        bpe.train_bpe(["abc"], 200, SPECIALS, verbose=False)
     with pytest.raises(UserError, match="allows only"):
-        data.train_bpe(["abc abc"], 300, [], verbose=False)
+        bpe.train_bpe(["abc abc"], 300, [], verbose=False)
 
 
 def test_data_prep_imports_no_torch():
     # torch was 2.5 s of data.py's 2.85 s import, and preparing data needs none of it (issue 14)
     # nor does training a tokenizer, counting in forked processes included
-    code = ("import data, sys; data.load_tokenizer('cl100k_base'); data.train_bpe(['ab ab', 'ba ba'], 258, "
+    code = ("import bpe, data, sys; data.load_tokenizer('cl100k_base'); bpe.train_bpe(['ab ab', 'ba ba'], 258, "
             "verbose=False, num_proc=2); assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -589,18 +591,22 @@ def run_with_peak_memory(args):
 TRAIN_ONE_BPE = """
 import sys, time
 sys.path.insert(0, sys.argv[3])
-import hashlib, data, tiktoken
+import hashlib, tiktoken
+try:
+    import bpe  # BENCH_BEFORE may name a checkout from before the trainer moved out of data.py
+except ImportError:
+    import data as bpe
 texts = [t.decode() for t in open(sys.argv[2], "rb").read().split(b"\\x00")]
 t0 = time.perf_counter()
 if sys.argv[1] == "ours":
-    ranks = data.train_bpe(texts, 65536, [], pattern=data.GPT4_DIGITS2_SPLIT, verbose=False)._mergeable_ranks
+    ranks = bpe.train_bpe(texts, 65536, [], pattern=bpe.GPT4_DIGITS2_SPLIT, verbose=False)._mergeable_ranks
 else:
     import rustbpe
     tok = rustbpe.Tokenizer()
-    tok.train_from_iterator(texts, 65536, pattern=data.GPT4_DIGITS2_SPLIT)
+    tok.train_from_iterator(texts, 65536, pattern=bpe.GPT4_DIGITS2_SPLIT)
     ranks = dict(tok.get_mergeable_ranks())
 seconds = time.perf_counter() - t0
-enc = tiktoken.Encoding("bench", pat_str=data.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks, special_tokens={})
+enc = tiktoken.Encoding("bench", pat_str=bpe.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks, special_tokens={})
 sample = texts[::50]
 print(seconds, sum(len(t.encode()) for t in sample) / sum(map(len, enc.encode_ordinary_batch(sample))),
       hashlib.sha256(b"|".join(sorted(ranks, key=ranks.get))).hexdigest())
@@ -626,31 +632,26 @@ def test_benchmark_bpe_against_rustbpe():
             seconds, bytes_per_token, merges = out.split()
             runs[who].append((float(seconds), peak, float(bytes_per_token), merges))
             print(f"{who}: {float(seconds):.1f}s, peak {peak:,.0f} MB, {float(bytes_per_token):.3f} bytes/token")
-    (t_ours, m_ours, bpt_ours, merges_ours), (t_rust, m_rust, bpt_rust, merges_rust) = (
-        [sorted(col)[len(col) // 2] for col in zip(*runs[who])] for who in ("ours", "rustbpe"))
-    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    ratio = lambda a, b, k: median(x[k] / y[k] for x, y in zip(runs[a], runs[b]))  # noqa: E731 (each pair ran back to back)
+    (t_ours, m_ours, bpt_ours), (t_rust, m_rust, bpt_rust) = (map(median, list(zip(*runs[who]))[:3]) for who in ("ours", "rustbpe"))
+    identical = len({merges for rounds in runs.values() for *_, merges in rounds}) == 1  # every run of every trainer
     if "before" in runs:
-        print(f"\nbefore ({trainers['before'][1]}): median {median([r[0] for r in runs['before']]):.1f}s, "
-              f"{median([a[0] / b[0] for a, b in zip(runs['before'], runs['rustbpe'])]):.2f}x rustbpe's time, "
-              f"ours {median([a[0] / b[0] for a, b in zip(runs['ours'], runs['before'])]):.2f}x its time; peak memory "
-              f"{median([a[1] / b[1] for a, b in zip(runs['before'], runs['rustbpe'])]):.2f}x rustbpe's; "
-              f"identical merges: {runs['before'][0][3] == merges_ours}")
-    time_ratio = median([a[0] / b[0] for a, b in zip(runs["ours"], runs["rustbpe"])])  # each pair ran back to back
-    memory_ratio = median([a[1] / b[1] for a, b in zip(runs["ours"], runs["rustbpe"])])
+        print(f"\nbefore ({trainers['before'][1]}): median {median(r[0] for r in runs['before']):.1f}s, "
+              f"{ratio('before', 'rustbpe', 0):.2f}x rustbpe's time, ours {ratio('ours', 'before', 0):.2f}x its time; "
+              f"peak memory {ratio('before', 'rustbpe', 1):.2f}x rustbpe's")
     print(f"\nBPE 65,536 on {megabytes} MB, {os.cpu_count()} cores, {len(runs['ours'])} alternating pairs: medians ours "
-          f"{t_ours:.1f}s, rustbpe {t_rust:.1f}s; median of the pairs' ratios {time_ratio:.2f}x the time; peak memory "
-          f"{m_ours:,.0f} vs {m_rust:,.0f} MB: {memory_ratio:.2f}x; {bpt_ours:.3f} vs {bpt_rust:.3f} bytes/token; "
-          f"identical merges: {merges_ours == merges_rust}")
+          f"{t_ours:.1f}s, rustbpe {t_rust:.1f}s; median of the pairs' ratios {ratio('ours', 'rustbpe', 0):.2f}x the time; "
+          f"peak memory {m_ours:,.0f} vs {m_rust:,.0f} MB: {ratio('ours', 'rustbpe', 1):.2f}x; {bpt_ours:.3f} vs "
+          f"{bpt_rust:.3f} bytes/token; identical merges in all runs: {identical}")
     assert bpt_ours > 0.99 * bpt_rust
 
 
 @pytest.mark.benchmark
 def test_benchmark_bpe_32k_on_stdlib():
-    import sysconfig
     stats = {"seen": 0, "kept": 0, "dropped": {}}
     texts = list(data.iter_source("stdlib_python", stats))
     t0 = time.time()
-    enc = data.train_bpe(texts, 32000, SPECIALS)
+    enc = bpe.train_bpe(texts, 32000, SPECIALS)
     seconds = time.time() - t0
     site = Path(sysconfig.get_paths()["purelib"])
     held = [p.read_text() for p in sorted((site / "requests").glob("*.py")) + sorted((site / "numpy" / "lib").glob("*.py"))]
@@ -705,7 +706,7 @@ def alternate(commands, pairs):
             assert r.returncode == 0, r.stderr[-2000:]
             times[name].append(time.perf_counter() - t0)
     print({name: [round(t, 2) for t in ts] for name, ts in times.items()})
-    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+    return {name: median(ts) for name, ts in times.items()}
 
 
 @pytest.mark.benchmark

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import configurator
+import bpe
 import data
 import export
 import hf
@@ -49,7 +50,7 @@ def stdlib_sample():
 @pytest.fixture(scope="module")
 def enc(stdlib_sample):
     """Our own BPE with every special token any template uses."""
-    return data.train_bpe(stdlib_sample[:2], 256 + 300 + len(SPECIALS), SPECIALS, verbose=False)
+    return bpe.train_bpe(stdlib_sample[:2], 256 + 300 + len(SPECIALS), SPECIALS, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,7 @@ def test_own_and_converted_tokenizers_equal_tiktoken(enc, stdlib_sample, tmp_pat
     theirs.train_from_iterator(stdlib_sample[2:], trainers.BpeTrainer(
         vocab_size=700, special_tokens=["<|endoftext|>", "<fim_prefix>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     converted = data._encoding_from_hf(json.loads(theirs.to_str()), "hf:test")
-    digits2 = data.train_bpe(stdlib_sample[:1], 256 + 200 + 9, SPECIALS[6:], pattern="gpt4_digits2", verbose=False)
+    digits2 = bpe.train_bpe(stdlib_sample[:1], 256 + 200 + 9, SPECIALS[6:], pattern="gpt4_digits2", verbose=False)
     for e in (enc, converted, digits2):
         tok = Tokenizer.from_str(json.dumps(export.tokenizer_json(e)))
         for text in stdlib_sample + ODD + ["".join(e.special_tokens_set)]:
@@ -326,7 +327,7 @@ def picochat_stand_in():
     names = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
              "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
     import tiktoken
-    return tiktoken.Encoding("picochat_stand_in", pat_str=data.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks,
+    return tiktoken.Encoding("picochat_stand_in", pat_str=bpe.GPT4_DIGITS2_SPLIT, mergeable_ranks=ranks,
                              special_tokens={s: 65527 + i for i, s in enumerate(names)})
 
 
@@ -363,7 +364,7 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
 
 def test_midtraining_a_foreign_model_asks_for_its_pretraining_bins(tmp_path):
     """A Hugging Face folder that this project did not write names no pretraining data: one line, not a KeyError."""
-    enc = data.train_bpe([open(data.stdlib_files()[0]).read()[:20000]], 300, ["<|endoftext|>"], verbose=False)
+    enc = bpe.train_bpe([open(data.stdlib_files()[0]).read()[:20000]], 300, ["<|endoftext|>"], verbose=False)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=32, n_layer=1, n_embd=32, n_head=4, pos="rope",
                           norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False))

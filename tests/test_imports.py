@@ -1,12 +1,12 @@
 """The scripts import each other one way (issue 13), in the order the README draws:
-configurator <- model <- data <- hf <- train <- sft <- sample <- eval, with export, plot and dryrun on top.
+configurator <- model <- bpe <- data <- hf <- train <- sft <- sample <- eval, with export, plot and dryrun on top.
 Read from the source with ast, so a cycle hidden in a function counts too."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["configurator", "model", "data", "hf", "train", "sft", "sample", "eval", "export", "plot", "dryrun"]
+ORDER = ["configurator", "model", "bpe", "data", "hf", "train", "sft", "sample", "eval", "export", "plot", "dryrun"]
 # imported inside a function on purpose: optional extras, and what data preparation must not wait for
 LAZY = {"requests", "torch", "pyarrow", "wandb", "matplotlib", "fcntl", "pydoc_data"}
 

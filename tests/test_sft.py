@@ -83,8 +83,8 @@ def test_template_trains_exactly_the_answers_and_their_end_token(template, byte_
 
 def test_real_tokenizers_render_the_same_text(cl100k):
     """Card 003 on cl100k; card 004 on our own BPE, its role tokens added at tokenizer-training time."""
-    import data
-    own = data.train_bpe(["What is 2+2? And 3+3? " * 5] * 5, 256 + 8 + len(SPECIALS[3:]), SPECIALS[3:], verbose=False)
+    import bpe
+    own = bpe.train_bpe(["What is 2+2? And 3+3? " * 5] * 5, 256 + 8 + len(SPECIALS[3:]), SPECIALS[3:], verbose=False)
     for template, enc in (("parchment", cl100k), ("nanochat", own), ("user_assistant", cl100k)):
         ids, mask = sft.render(template, TWO_TURNS, enc)
         assert enc.decode(ids) == EXPECTED[template][0] and trained_runs(ids, mask, enc) == EXPECTED[template][1]
