@@ -187,7 +187,8 @@ def _load_hf_tokenizer(spec):
     if not path.is_file():  # a repo id: fetch its tokenizer.json once
         if os.sep in spec and spec.count("/") != 1:
             raise UserError(f"no tokenizer.json at {spec}, and it is not a Hugging Face repo id (OWNER/NAME)")
-        path = download(URLS["hf_tokenizer"].format(repo=spec), CACHE_DIR / "hf" / spec / "tokenizer.json",
+        url = URLS["hf_model_file"].format(repo=spec, path="tokenizer.json")
+        path = download(url, CACHE_DIR / "hf" / spec / "tokenizer.json",
                         desc=f"{spec} tokenizer.json", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
     return _encoding_from_hf(_read_json(path), name=f"hf:{spec}")
 
@@ -279,7 +280,7 @@ URLS = {
     "fineweb_edu": "https://huggingface.co/datasets/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/{shard:03d}_00000.parquet",
     "the_stack_python": "https://huggingface.co/datasets/bigcode/the-stack-dedup/resolve/main/data/python/data-{shard:05d}-of-00144.parquet",
     "hf_file": "https://huggingface.co/datasets/{repo}/resolve/main/{path}",
-    "hf_tokenizer": "https://huggingface.co/{repo}/resolve/main/tokenizer.json",
+    "hf_model_file": "https://huggingface.co/{repo}/resolve/main/{path}",  # a model repo's file: tokenizer.json, --init_from=hf:
     # fine-tuning sets (sft.py); parquet ones come from the hub's auto-converted parquet branch
     "dolly_15k_cleaned": "https://huggingface.co/datasets/Cleanlab/databricks-dolly-15k-cleaned/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
     "python_code_instructions_18k": "https://huggingface.co/datasets/iamtarun/python_code_instructions_18k_alpaca/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",

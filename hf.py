@@ -31,7 +31,6 @@ import data
 from configurator import UserError
 from model import GPT, GPTConfig, rope_cache
 
-HF_URL = "https://huggingface.co/{repo}/resolve/main/{path}"  # a file of a hub model repo (--init_from=hf:OWNER/NAME)
 TRAINING_FLAGS = ("dropout", "init", "init_std", "emb_init_std", "pad_vocab_multiple")  # no HF field holds these
 
 # -----------------------------------------------------------------------------
@@ -296,7 +295,7 @@ def hf_folder(spec):
     if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
         raise UserError(f"no Hugging Face model folder at {spec}, and it is not a hub repo id (OWNER/NAME)")
     folder = data.CACHE_DIR / "hf" / spec
-    get = lambda name: data.download(HF_URL.format(repo=spec, path=name), folder / name, desc=f"{spec} {name}")  # noqa: E731
+    get = lambda name: data.download(data.URLS["hf_model_file"].format(repo=spec, path=name), folder / name, desc=f"{spec} {name}")  # noqa: E731
     try:
         get("config.json")
     except UserError as e:

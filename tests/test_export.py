@@ -267,7 +267,7 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path / "site")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(hf, "HF_URL", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
+        monkeypatch.setitem(data.URLS, "hf_model_file", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
         monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
         back, _, info = hf.load_hf("someone/tiny")
         assert Path(info["folder"]) == tmp_path / "cache" / "hf" / "someone" / "tiny"

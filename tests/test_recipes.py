@@ -191,7 +191,7 @@ def test_presets_decay_over_max_iters(preset):
 
 def test_offline_messages_name_the_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
-    monkeypatch.setitem(data.URLS, "hf_tokenizer", "http://127.0.0.1:9/{repo}/tokenizer.json")  # nothing listens
+    monkeypatch.setitem(data.URLS, "hf_model_file", "http://127.0.0.1:9/{repo}/{path}")  # nothing listens
     with pytest.raises(configurator.UserError, match="--tokenizer=PATH/tokenizer.json"):
         data.load_tokenizer("hf:bigcode/starcoder2-15b")
     monkeypatch.setitem(data.URLS, "magicoder_oss_75k", "http://127.0.0.1:9/magicoder.jsonl")
