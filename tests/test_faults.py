@@ -3,7 +3,6 @@
 One test (or a parametrized family) per item of issue 12, numbered as there. Every run is tiny: one layer,
 n_embd 32, a few steps on a 16-token context."""
 
-import base64
 import json
 import os
 import random
@@ -11,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -357,7 +355,7 @@ def test_9_disk_full_during_a_save_and_during_data_prep(data_dir, tmp_path):
         "except SystemExit as e:\n"
         "    print('DATA', e, os.listdir(disk + '/data'))\n")
     r = subprocess.run(["unshare", "--user", "--mount", "--map-root-user", "sh", "-c",
-                        f'mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" -c "$3" "$1"', "sh",
+                        'mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" -c "$3" "$1"', "sh",
                         str(disk), sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
     save = next(line for line in r.stdout.splitlines() if line.startswith("SAVE"))
