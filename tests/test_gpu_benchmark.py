@@ -1,0 +1,181 @@
+"""The presets on a GPU (issue 14): tokens/s, MFU and peak memory from train.py's own log. Measurements, not
+tests, deselected by default; they need a CUDA GPU:
+
+    python -m pytest -m benchmark -s tests/test_gpu_benchmark.py
+    NANOGPT_DIR=~/nanoGPT python -m pytest -m benchmark -s tests/test_gpu_benchmark.py -k nanogpt
+
+Each run is `python train.py --preset=NAME` at the preset's full size, micro-batch and accumulation, on small bins
+made here from the standard library with the preset's own tokenizer (speed does not depend on the text; gpt2's
+StarCoder2 tokenizer is replaced by a 4,096-id BPE, the model keeps its 49,152 rows). The step time is the median
+of the steps after the first quarter (compilation and warm-up). BENCH_FLAGS adds flags to every train.py run
+(`--device=cpu --n_layer=1 ...` checks this file on a machine without a GPU)."""
+
+import gc
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import configurator
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS = os.environ.get("BENCH_FLAGS", "").split()
+NANO_FLAGS = os.environ.get("BENCH_NANO_FLAGS", "").split()
+SCRATCH = Path(os.environ.get("BENCH_OUT", "/tmp/gpu_benchmark"))
+pytestmark = [pytest.mark.benchmark,
+              pytest.mark.skipif(not torch.cuda.is_available() and not FLAGS, reason="needs a CUDA GPU")]
+
+# bins under data/, made once: name -> data.py flags (gpt2's needs bench_tiny's tokenizer, so it comes after it)
+BINS = {"bench_parchment": ["--preset=parchment_166m", "--dataset=stdlib_docs"],
+        "bench_picochat": ["--preset=picochat_335m", "--dataset=stdlib_python"],
+        "bench_tiny": ["--preset=tiny"],
+        "bench_gpt2": ["--preset=gpt2_150m", "--dataset=stdlib_python", "--tokenizer=data/bench_tiny/tokenizer.json"]}
+DATA = {"parchment_166m": ["--dataset=bench_parchment"], "picochat_335m": ["--dataset=bench_picochat"],
+        "gpt2_150m": ["--dataset=bench_gpt2", "--tokenizer=data/bench_tiny/tokenizer.json"]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bins():
+    for name, flags in BINS.items():
+        if not (ROOT / "data" / name / "meta.json").exists():
+            subprocess.run([sys.executable, "data.py", *flags, f"--data_name={name}"], cwd=ROOT, check=True)
+
+
+def late(values):
+    """The steps after the first quarter (at least 3): compilation and warm-up left out."""
+    return values[max(3, len(values) // 4):] or values
+
+
+def train(name, preset, iters, *flags):
+    """One train.py run; its steps' median ms, tokens/s and MFU, the peak memory and the summary."""
+    out = SCRATCH / name
+    cmd = [sys.executable, "train.py", f"--preset={preset}", *DATA[preset], f"--out_dir={out}", f"--max_iters={iters}",
+           "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--init_from=scratch", *flags, *FLAGS]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = late([r for r in rows if "tokens_per_s" in r])
+    result = {"ms": statistics.median(r["ms"] for r in steps),
+              "tok_s": statistics.median(r["tokens_per_s"] for r in steps),
+              "mfu": statistics.median(r["mfu"] or 0 for r in steps),
+              "peak_gib": max(r["peak_mem_gib"] or 0 for r in rows if "tokens_per_s" in r),
+              **next(r["summary"] for r in rows if "summary" in r)}
+    (out / "ckpt.pt").unlink(missing_ok=True)  # gigabytes each
+    print(f"\n{name}: {' '.join(cmd[1:])}\n  {result['ms']:.1f} ms/step, {result['tok_s']:,.0f} tokens/s, "
+          f"MFU {result['mfu'] * 100:.1f}%, peak {result['peak_gib']:.1f} GiB")
+    return result
+
+
+@pytest.mark.parametrize("preset,iters", [("parchment_166m", 24), ("picochat_335m", 80), ("gpt2_150m", 20)])
+@pytest.mark.parametrize("compile", [False, True])
+def test_preset_throughput(preset, iters, compile):
+    train(f"{preset}_compile{compile}", preset, iters, f"--compile={compile}", "--dtype=bfloat16")
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_parchment_vocab_padding(compile):
+    """100,277 rows (cl100k as it is) against the preset's 100,352, alternating, medians of the per-pair ratios."""
+    times = {1: [], 128: []}
+    for _ in range(2):
+        for pad in times:
+            times[pad].append(train(f"parchment_pad{pad}", "parchment_166m", 16, f"--compile={compile}",
+                                    f"--pad_vocab_multiple={pad}")["ms"])
+    print(f"\nparchment_166m compile={compile}: unpadded/padded step time "
+          f"{statistics.median(a / b for a, b in zip(times[1], times[128])):.2f}x")
+
+
+def test_fp16_gradscaler_200_steps():
+    """Card 001's T4 path (fp16 + GradScaler) at the card's settings: 200 steps, no step skipped, no overflow."""
+    summary = train("gpt2_150m_fp16", "gpt2_150m", 200, "--dtype=float16", "--compile=False")
+    assert summary["iters"] == 200 and summary["skipped"] == 0 and summary["scaler_skips"] == 0, summary
+
+
+def nanogpt(name, iters, folder, *flags):
+    """nanoGPT's own train.py at gpt2_150m's shape and batch, on the same bins; its median ms per step."""
+    data = folder / "data" / "bench_gpt2"
+    data.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        if not (data / f"{split}.bin").exists():
+            (data / f"{split}.bin").symlink_to(ROOT / "data" / "bench_gpt2" / f"{split}.bin")
+    (data / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": 49152}))
+    r = configurator.load_preset("gpt2_150m")
+    cmd = [sys.executable, "train.py", "--dataset=bench_gpt2", f"--batch_size={r['batch_size']}",
+           f"--gradient_accumulation_steps={r['gradient_accumulation_steps']}", "--block_size=1024",
+           "--n_layer=12", "--n_head=12", "--n_embd=768", "--dropout=0.0", "--bias=True", f"--max_iters={iters}",
+           "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False",
+           f"--learning_rate={r['learning_rate']}", f"--min_lr={r['min_lr']}", f"--warmup_iters={r['warmup_iters']}",
+           f"--lr_decay_iters={r['max_iters']}", "--weight_decay=0.1", "--beta2=0.95", f"--out_dir={SCRATCH / name}",
+           *flags, *NANO_FLAGS]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ms = [float(line.split("time ")[1].split("ms")[0]) for line in proc.stdout.splitlines()
+          if line.startswith("iter ") and "time " in line]
+    print(f"\n{name}: nanoGPT {' '.join(cmd[1:])}\n  {statistics.median(late(ms)):.1f} ms/step")
+    return statistics.median(late(ms))
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_gpt2_150m_against_nanogpt(compile):
+    """Ours and nanoGPT's train.py, same shape (12 x 768, biases, tied, vocab 49,152), same micro-batch and
+    accumulation, bf16, alternating; needs NANOGPT_DIR, a checkout of github.com/karpathy/nanoGPT."""
+    if not os.environ.get("NANOGPT_DIR"):
+        pytest.skip("set NANOGPT_DIR to a checkout of nanoGPT")
+    folder = Path(os.environ["NANOGPT_DIR"]).expanduser().resolve()
+    ours, theirs = [], []
+    for _ in range(2):
+        ours.append(train("gpt2_150m_vs", "gpt2_150m", 20, f"--compile={compile}", "--dtype=bfloat16")["ms"])
+        theirs.append(nanogpt("nanogpt", 20, folder, f"--compile={compile}", "--dtype=bfloat16"))
+    print(f"\ngpt2_150m compile={compile}: our step time / nanoGPT's {statistics.median(ours) / statistics.median(theirs):.2f}x")
+
+
+def fits(config, batch, device):
+    """Peak GiB of two training steps (bf16 autocast, fused AdamW, no compile) at this micro-batch, or None."""
+    model = optimizer = None
+    try:
+        with torch.device(device):
+            model = GPT(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        x = torch.randint(0, config.vocab_size, (batch, config.block_size), device=device)
+        for _ in range(2):
+            with torch.autocast(device_type=device, dtype=torch.bfloat16):
+                _, loss = model(x, x)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        del model, optimizer
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("preset", ["parchment_166m", "picochat_335m", "gpt2_150m"])
+def test_largest_micro_batch(preset):
+    """Doubling from the preset's micro-batch until one does not fit, then bisecting to a multiple of 4."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    recipe = configurator.load_preset(preset)
+    config = GPTConfig.from_dict({**recipe, **({} if device == "cuda" else dict(
+        n_layer=1, n_embd=64, n_head=2, n_kv_head=0,
+                                                                              block_size=64))})
+    lo = recipe["batch_size"]
+    assert fits(config, lo, device) is not None, "the preset's own micro-batch does not fit"
+    hi = None
+    while hi is None and lo < (4096 if device == "cuda" else 16):
+        lo, hi = (lo * 2, None) if fits(config, lo * 2, device) is not None else (lo, lo * 2)
+    while hi and hi - lo > 4:
+        mid = (lo + hi) // 8 * 4
+        lo, hi = (mid, hi) if fits(config, mid, device) is not None else (lo, mid)
+    print(f"\n{preset}: micro-batch {recipe['batch_size']} peaks at {fits(config, recipe['batch_size'], device):.1f} GiB; "
+          f"the largest that fits is {lo} ({fits(config, lo, device):.1f} GiB), {hi} does not")
