@@ -166,9 +166,8 @@ def test_largest_micro_batch(preset):
     """Doubling from the preset's micro-batch until one does not fit, then bisecting to a multiple of 4."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = configurator.load_preset(preset)
-    config = GPTConfig.from_dict({**recipe, **({} if device == "cuda" else dict(
-        n_layer=1, n_embd=64, n_head=2, n_kv_head=0,
-                                                                              block_size=64))})
+    toy = {} if device == "cuda" else dict(n_layer=1, n_embd=64, n_head=2, n_kv_head=0, block_size=64)  # BENCH_FLAGS runs
+    config = GPTConfig.from_dict({**recipe, **toy})
     lo = recipe["batch_size"]
     assert fits(config, lo, device) is not None, "the preset's own micro-batch does not fit"
     hi = None
