@@ -4,8 +4,12 @@
 
 Each prints its figures; the README quotes them with the machine they came from."""
 
+import importlib.util
 import math
+import os
+import statistics
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +102,40 @@ def test_sampling_with_and_without_kv_cache():
     print(f"\nCPU sampling, {SHAPE['n_layer']}L/{SHAPE['n_embd']}, 200 tokens: "
           f"{rates[True]:.0f} tok/s with the KV cache, {rates[False]:.0f} tok/s without")
     assert rates[True] > rates[False]
+
+
+def test_host_time_against_nanogpt():
+    """What a small micro-batch on a GPU waits for: the host's time to launch one forward + backward, measured at
+    toy width on one CPU thread (12 layers, width 64, 16 tokens, bf16 autocast), ours against nanoGPT's model.py
+    (NANOGPT_DIR, a checkout of github.com/karpathy/nanoGPT), 7 alternating rounds of 50 steps."""
+    if not os.environ.get("NANOGPT_DIR"):
+        pytest.skip("set NANOGPT_DIR to a checkout of nanoGPT")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", Path(os.environ["NANOGPT_DIR"]) / "model.py")
+    nano = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nano)
+    shape = dict(vocab_size=512, block_size=16, n_layer=12, n_embd=64, n_head=4, bias=True)
+    models = {"ours": GPT(GPTConfig(**shape)), "nanoGPT": nano.GPT(nano.GPTConfig(**shape, dropout=0.0))}
+    x = torch.randint(0, 512, (1, 16))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def host_ms(model, n=50):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                _, loss = model(x, x)
+            loss.backward()
+        return (time.perf_counter() - t0) / n * 1000
+
+    try:
+        times = {name: [] for name in models}
+        for name, model in models.items():
+            host_ms(model, 10)
+        for _ in range(7):
+            for name, model in models.items():
+                times[name].append(host_ms(model))
+    finally:
+        torch.set_num_threads(threads)
+    ratio = statistics.median(a / b for a, b in zip(times["ours"], times["nanoGPT"]))
+    print(f"\nhost ms per forward + backward: ours {statistics.median(times['ours']):.2f}, "
+          f"nanoGPT {statistics.median(times['nanoGPT']):.2f}; ratio {ratio:.3f}")
