@@ -51,7 +51,7 @@ def merge(ids, pair, new_id):
 
 
 def train_bpe_naive(texts, n_merges, pattern=GPT4_SPLIT):
-    """The textbook BPE trainer (Sennrich et al. 2016 on bytes, as GPT-2 and minbpe): (vocab, merges).
+    r"""The textbook BPE trainer (Sennrich et al. 2016 on bytes, as GPT-2 and minbpe): (vocab, merges).
 
     Cut each text into chunks with the split pattern (a merge never crosses a chunk), start every chunk as its
     bytes (ids 0..255), then repeat: count all adjacent pairs, give the most frequent pair the next id, replace
