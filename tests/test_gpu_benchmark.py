@@ -43,6 +43,8 @@ DATA = {"parchment_166m": ["--dataset=bench_parchment"], "picochat_335m": ["--da
 
 @pytest.fixture(scope="module", autouse=True)
 def bins():
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\n{device}, PyTorch {torch.__version__}, {os.cpu_count()} CPU cores")
     for name, flags in BINS.items():
         if not (ROOT / "data" / name / "meta.json").exists():
             subprocess.run([sys.executable, "data.py", *flags, f"--data_name={name}"], cwd=ROOT, check=True)
