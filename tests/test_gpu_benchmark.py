@@ -17,13 +17,15 @@ import pickle
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from torch import profiler
 
 import configurator
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, apply_rope
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = os.environ.get("BENCH_FLAGS", "").split()
@@ -180,3 +182,76 @@ def test_largest_micro_batch(preset):
         lo, hi = (mid, hi) if fits(config, mid, device) is not None else (lo, mid)
     print(f"\n{preset}: micro-batch {recipe['batch_size']} peaks at {fits(config, recipe['batch_size'], device):.1f} GiB; "
           f"the largest that fits is {lo} ({fits(config, lo, device):.1f} GiB), {hi} does not")
+
+
+def drain(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_ms(fn, device, n=5):
+    """Mean ms of fn over n calls, the device drained before and after."""
+    drain(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    drain(device)
+    return (time.perf_counter() - t0) / n * 1000
+
+
+@pytest.mark.parametrize("pad", [1, 128])
+@pytest.mark.parametrize("compile", [False, True])
+def test_where_the_parchment_step_goes(pad, compile):
+    """The profiler's kernels of parchment_166m's micro-step (16 x 1024 tokens, bf16 autocast, fused AdamW) by GPU
+    time, unpadded and padded; eager, also the head + loss with and without the fp32 copy of the logits, and
+    RoPE in fp32 (model.apply_rope) against the same rotation in bf16, forward and backward of q."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    toy = {} if device == "cuda" else dict(n_layer=1, n_embd=64, n_head=2, block_size=64)  # BENCH_FLAGS runs
+    config = GPTConfig.from_dict({**configurator.load_preset("parchment_166m"), "pad_vocab_multiple": pad, **toy})
+    with torch.device(device):
+        model = GPT(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    forward = torch.compile(model) if compile else model
+    B, T = (16 if device == "cuda" else 2), config.block_size
+    x = torch.randint(0, config.vocab_size, (B, T), device=device)
+    autocast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)  # noqa: E731
+
+    def step():
+        with autocast():
+            _, loss = forward(x, x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):  # compiles, allocates the optimizer state
+        step()
+    activities = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        drain(device)
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(f"\nparchment_166m, pad_vocab_multiple={pad}, compile={compile}: {timed_ms(step, device):.1f} ms per "
+          f"micro-step\n" + prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=70))
+    if compile:
+        return
+    h = torch.randn(B, T, config.n_embd, device=device, requires_grad=True)
+
+    def head_and_loss(fp32_copy):
+        with autocast():
+            logits = model.lm_head(model.ln_f(h))[..., :config.vocab_size]
+            logits = logits.float() if fp32_copy else logits
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x.view(-1)).backward()
+
+    q = torch.randn(B, config.n_head, T, config.head_dim, device=device, dtype=torch.bfloat16, requires_grad=True)
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+
+    def rope_bf16():
+        q1, q2 = q.chunk(2, dim=-1)
+        c, s = cos.to(q.dtype), sin.to(q.dtype)
+        torch.cat([q1 * c - q2 * s, q1 * s + q2 * c], dim=-1).sum().backward()
+
+    print(f"head + loss, forward and backward: {timed_ms(lambda: head_and_loss(True), device):.1f} ms with the fp32 "
+          f"copy, {timed_ms(lambda: head_and_loss(False), device):.1f} ms without; RoPE on q: "
+          f"{timed_ms(lambda: apply_rope(q, cos, sin).sum().backward(), device):.2f} ms in fp32, "
+          f"{timed_ms(rope_bf16, device):.2f} ms in bf16")
