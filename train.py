@@ -752,8 +752,10 @@ def check_memory(config, cfg, dev):
 
 def check_architecture(saved, source):
     """A run continued from a checkpoint has its architecture: a flag set to another value is refused, not ignored."""
+    # dropout and block_size may change between stages; pad_vocab_multiple is speed, not architecture: a run keeps
+    # the padding it started with (a parchment_166m run from before the preset padded resumes unpadded)
     differ = [f"{k}={cfg_value!r} (it has {saved[k]!r})" for k, cfg_value in model_args.items()
-              if k in saved and k not in ("dropout", "block_size") and saved[k] != cfg_value]
+              if k in saved and k not in ("dropout", "block_size", "pad_vocab_multiple") and saved[k] != cfg_value]
     if differ:
         raise UserError(f"{source} was trained with another architecture: {'; '.join(differ)}; drop these flags "
                         "(a checkpoint's architecture cannot change) or train from scratch into a new --out_dir")

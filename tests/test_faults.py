@@ -258,6 +258,15 @@ def test_6_resume_says_what_changed_and_refuses_what_cannot(trained, data_dir, t
     assert "learning_rate 0.003 -> 0.001" in said and "max_iters 4 -> 6" in said
 
 
+def test_6_a_run_keeps_its_vocabulary_padding_when_the_preset_changes_it(trained, data_dir, tmp_path):
+    """parchment_166m's preset began padding its embedding rows (issue 14): runs saved before still resume."""
+    out = copy_run(trained, tmp_path)
+    run(args(data_dir, out, "--max_iters=5", "--init_from=resume", "--pad_vocab_multiple=128"))
+    ckpt = train.read_checkpoint(out)
+    assert ckpt["iter_num"] == 5 and ckpt["model_config"]["pad_vocab_multiple"] == 1
+    assert ckpt["model"]["wte.weight"].shape[0] == ckpt["model_config"]["vocab_size"]
+
+
 # 7. one out_dir (or data folder), one run ------------------------------------------------------------------
 
 def test_7_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(data_dir, tmp_path):
