@@ -1,5 +1,5 @@
 """
-Byte-level BPE training: the textbook trainer, then a fast one that gives the same merges.
+Byte-level BPE: the textbook trainer, then a fast one that gives the same merges; its Hugging Face form.
 
     import bpe
     enc = bpe.train_bpe(texts, vocab_size=4096, special_tokens=["<|endoftext|>"])   # a tiktoken Encoding
@@ -8,6 +8,7 @@ Byte-level BPE training: the textbook trainer, then a fast one that gives the sa
 Read train_bpe_naive first: it is BPE as the papers state it, a page of code. count_chunks and train_bpe
 compute the same merges (tests/test_data.py checks both against it, and against rustbpe, nanochat's trainer)
 in seconds on a corpus. data.py trains with it (--tokenizer=bpe), then saves, loads and applies tokenizers.
+The last section reads a Hugging Face byte-level BPE (tokenizer.json) as tiktoken ranks, and back.
 """
 
 import collections
@@ -16,6 +17,7 @@ import heapq
 import multiprocessing
 import os
 import re
+import sys
 import time
 
 import regex
@@ -30,6 +32,13 @@ GPT4_DIGITS2_SPLIT = GPT4_SPLIT.replace(r"\p{N}{1,3}+", r"\p{N}{1,2}+")
 SPLIT_PATTERNS = {"gpt4": GPT4_SPLIT, "gpt4_digits2": GPT4_DIGITS2_SPLIT}
 # GPT-2's split, what a Hugging Face ByteLevel pre-tokenizer with use_regex=true applies
 GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def split_pattern(name):
+    """The regex of a split_pattern setting's name (gpt4, gpt4_digits2)."""
+    if name not in SPLIT_PATTERNS:
+        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(SPLIT_PATTERNS)}")
+    return SPLIT_PATTERNS[name]
 
 
 def get_stats(chunks):
@@ -261,3 +270,79 @@ def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=
     specials = {tok: len(vocab) + k for k, tok in enumerate(special_tokens)}
     return tiktoken.Encoding(name=name or f"bpe{vocab_size}", pat_str=pattern,
                              mergeable_ranks={tok: i for i, tok in enumerate(vocab)}, special_tokens=specials)
+
+
+# -----------------------------------------------------------------------------
+# The Hugging Face form of a byte-level BPE: tokenizer.json <-> tiktoken ranks with the same ids
+# (data.load_tokenizer reads one, export.py writes one)
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 bytes to printable characters, used by byte-level BPE vocab strings."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def encoding_from_hf(info, name):
+    """Byte-level BPE tokenizer.json -> tiktoken ranks with the same ids; added tokens become specials."""
+    model = info.get("model") or {}
+    if model.get("type") != "BPE" or info.get("normalizer"):
+        raise UserError(f"{name}: only byte-level BPE tokenizers without a normalizer can be converted to tiktoken")
+    specials = {t["content"]: t["id"] for t in info.get("added_tokens", [])}
+    decode_char = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = {}
+    for text, i in model["vocab"].items():
+        if text not in specials:
+            try:
+                ranks[bytes(decode_char[c] for c in text)] = i
+            except KeyError:
+                raise UserError(f"{name}: token {text!r} is not byte-level (GPT-2 byte map); cannot convert") from None
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise UserError(f"{name}: {len(missing)} of the 256 single bytes have no token; cannot convert to tiktoken")
+    # tiktoken merges by the id of the result; that equals the merge order when ids grow with the merges
+    merged_ids = [model["vocab"].get("".join(m.split(" ", 1) if isinstance(m, str) else m)) for m in model.get("merges", [])]
+    if any(i is None or j is None or j <= i for i, j in zip(merged_ids, merged_ids[1:])):
+        print(f"warning: {name}: merge order differs from id order; a few rare words may tokenize differently", file=sys.stderr)
+    return tiktoken.Encoding(name=name, pat_str=hf_split_pattern(info.get("pre_tokenizer"), name),
+                             mergeable_ranks=ranks, special_tokens=specials)
+
+
+# Oniguruma, the regex engine of HF tokenizers, reads tiktoken's possessive X{1,3}+ as (X{1,3})+ (any count):
+# a tokenizer.json writes it as the atomic group (?>X{1,3}), which matches the same; reading it back restores
+# tiktoken's spelling so the split pattern, and so the tokenizer hash, survive the round trip (export.py)
+_ATOM = r"(\\p\{\w+\}|\\.|\[(?:\\.|[^\]\\])*\]|[^\\()\[\]{}])"
+
+
+def to_onig(pattern):
+    return regex.sub(_ATOM + r"\{(\d+(?:,\d*)?)\}\+", r"(?>\1{\2})", pattern)
+
+
+def from_onig(pattern):
+    return regex.sub(r"\(\?>" + _ATOM + r"\{(\d+(?:,\d*)?)\}\)", r"\1{\2}+", pattern)
+
+
+def hf_split_pattern(pre, name):
+    """The regex that matches what the pre-tokenizer does (ByteLevel, Split, Digits + ByteLevel)."""
+    parts = (pre or {}).get("pretokenizers", [pre] if pre else [])
+    kinds = [p["type"] for p in parts]
+    byte_level = next((p for p in parts if p["type"] == "ByteLevel"), None)
+    if byte_level is None or byte_level.get("add_prefix_space"):
+        raise UserError(f"{name}: needs a ByteLevel pre-tokenizer without add_prefix_space to convert to tiktoken")
+    if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
+        return GPT2_SPLIT
+    if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
+        split = parts[0]
+        if split.get("behavior") == "Isolated" and not split.get("invert") and "Regex" in split["pattern"]:
+            return from_onig(split["pattern"]["Regex"])
+    if kinds == ["Digits", "ByteLevel"] and byte_level.get("use_regex", True):  # StarCoder's tokenizers
+        # digits are cut out first, so numbers never take a leading space and whitespace stops before them
+        digits = r"\p{N}" if parts[0].get("individual_digits") else r"\p{N}+"
+        return (GPT2_SPLIT.replace(r" ?\p{N}+", digits).replace(r"\s+(?!\S)", r"\s+(?![^\s\p{N}])"))
+    raise UserError(f"{name}: pre-tokenizer {kinds} is not supported for conversion to tiktoken")

@@ -13,7 +13,7 @@ From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000);
 train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
 
 Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (bpe.py, pure Python), or a
-Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids.
+Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids (bpe.py too).
 """
 
 import ast
@@ -125,7 +125,7 @@ def load_tokenizer(spec):
             raise UserError(f"no tokenizer at {path}; pass a tiktoken name (cl100k_base), hf:REPO or a directory with tokenizer.json")
         info = _read_json(path)
         if "model" in info:  # a Hugging Face tokenizer.json
-            return _encoding_from_hf(info, name=f"hf:{path}")
+            return bpe.encoding_from_hf(info, name=f"hf:{path}")
         if not isinstance(info, dict) or not {"name", "pattern", "special_tokens", "ranks"} <= set(info):
             raise UserError(f"{path} is neither a tokenizer.json written by data.py nor a Hugging Face one")
         ranks_path = path.parent / info["ranks"]
@@ -167,19 +167,6 @@ def _load_tiktoken(name):
     return enc
 
 
-def bytes_to_unicode():
-    """GPT-2's map from the 256 bytes to printable characters, used by byte-level BPE vocab strings."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
 def _load_hf_tokenizer(spec):
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -190,66 +177,7 @@ def _load_hf_tokenizer(spec):
         url = URLS["hf_model_file"].format(repo=spec, path="tokenizer.json")
         path = download(url, CACHE_DIR / "hf" / spec / "tokenizer.json",
                         desc=f"{spec} tokenizer.json", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
-    return _encoding_from_hf(_read_json(path), name=f"hf:{spec}")
-
-
-def _encoding_from_hf(info, name):
-    """Byte-level BPE tokenizer.json -> tiktoken ranks with the same ids; added tokens become specials."""
-    model = info.get("model") or {}
-    if model.get("type") != "BPE" or info.get("normalizer"):
-        raise UserError(f"{name}: only byte-level BPE tokenizers without a normalizer can be converted to tiktoken")
-    specials = {t["content"]: t["id"] for t in info.get("added_tokens", [])}
-    decode_char = {c: b for b, c in bytes_to_unicode().items()}
-    ranks = {}
-    for text, i in model["vocab"].items():
-        if text not in specials:
-            try:
-                ranks[bytes(decode_char[c] for c in text)] = i
-            except KeyError:
-                raise UserError(f"{name}: token {text!r} is not byte-level (GPT-2 byte map); cannot convert") from None
-    missing = [b for b in range(256) if bytes([b]) not in ranks]
-    if missing:
-        raise UserError(f"{name}: {len(missing)} of the 256 single bytes have no token; cannot convert to tiktoken")
-    # tiktoken merges by the id of the result; that equals the merge order when ids grow with the merges
-    merged_ids = [model["vocab"].get("".join(m.split(" ", 1) if isinstance(m, str) else m)) for m in model.get("merges", [])]
-    if any(i is None or j is None or j <= i for i, j in zip(merged_ids, merged_ids[1:])):
-        print(f"warning: {name}: merge order differs from id order; a few rare words may tokenize differently", file=sys.stderr)
-    return tiktoken.Encoding(name=name, pat_str=_hf_split_pattern(info.get("pre_tokenizer"), name),
-                             mergeable_ranks=ranks, special_tokens=specials)
-
-
-# Oniguruma, the regex engine of HF tokenizers, reads tiktoken's possessive X{1,3}+ as (X{1,3})+ (any count):
-# a tokenizer.json writes it as the atomic group (?>X{1,3}), which matches the same; reading it back restores
-# tiktoken's spelling so the split pattern, and so the tokenizer hash, survive the round trip (export.py)
-_ATOM = r"(\\p\{\w+\}|\\.|\[(?:\\.|[^\]\\])*\]|[^\\()\[\]{}])"
-
-
-def to_onig(pattern):
-    return regex.sub(_ATOM + r"\{(\d+(?:,\d*)?)\}\+", r"(?>\1{\2})", pattern)
-
-
-def from_onig(pattern):
-    return regex.sub(r"\(\?>" + _ATOM + r"\{(\d+(?:,\d*)?)\}\)", r"\1{\2}+", pattern)
-
-
-def _hf_split_pattern(pre, name):
-    """The regex that matches what the pre-tokenizer does (ByteLevel, Split, Digits + ByteLevel)."""
-    parts = (pre or {}).get("pretokenizers", [pre] if pre else [])
-    kinds = [p["type"] for p in parts]
-    byte_level = next((p for p in parts if p["type"] == "ByteLevel"), None)
-    if byte_level is None or byte_level.get("add_prefix_space"):
-        raise UserError(f"{name}: needs a ByteLevel pre-tokenizer without add_prefix_space to convert to tiktoken")
-    if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
-        return bpe.GPT2_SPLIT
-    if kinds == ["Split", "ByteLevel"] and not byte_level.get("use_regex", True):
-        split = parts[0]
-        if split.get("behavior") == "Isolated" and not split.get("invert") and "Regex" in split["pattern"]:
-            return from_onig(split["pattern"]["Regex"])
-    if kinds == ["Digits", "ByteLevel"] and byte_level.get("use_regex", True):  # StarCoder's tokenizers
-        # digits are cut out first, so numbers never take a leading space and whitespace stops before them
-        digits = r"\p{N}" if parts[0].get("individual_digits") else r"\p{N}+"
-        return (bpe.GPT2_SPLIT.replace(r" ?\p{N}+", digits).replace(r"\s+(?!\S)", r"\s+(?![^\s\p{N}])"))
-    raise UserError(f"{name}: pre-tokenizer {kinds} is not supported for conversion to tiktoken")
+    return bpe.encoding_from_hf(_read_json(path), name=f"hf:{spec}")
 
 
 def special_id(enc, token, needed_by=None):
@@ -737,7 +665,7 @@ def _write_bins(cfg, out_dir, final_dir):
             raise UserError(f"{cfg['dataset']} gave no training documents to train the tokenizer on; add data, relax "
                             "filters or lower val_fraction")
         print(f"training a {cfg['vocab_size']}-token BPE on {n_chars / 1e6:.1f}M characters")
-        enc = bpe.train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"], pattern=_split_pattern(cfg["split_pattern"]),
+        enc = bpe.train_bpe(texts, cfg["vocab_size"], cfg["special_tokens"], pattern=bpe.split_pattern(cfg["split_pattern"]),
                         name=f"bpe{cfg['vocab_size']}", num_proc=cfg["num_proc"])
         del texts
     else:
@@ -805,12 +733,6 @@ def _write_bins(cfg, out_dir, final_dir):
     print(f"filters: kept {stats['kept']:,} of {stats['seen']:,} documents; dropped {stats['dropped']}")
     print(f"wrote {final_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
           f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
-
-
-def _split_pattern(name):
-    if name not in bpe.SPLIT_PATTERNS:
-        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(bpe.SPLIT_PATTERNS)}")
-    return bpe.SPLIT_PATTERNS[name]
 
 
 def read_meta(data_dir):

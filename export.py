@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import bpe
 import configurator
 import data
 import sft
@@ -68,7 +69,7 @@ def merge_pair(ranks, token):
 def tokenizer_json(enc):
     """The `tokenizers` JSON of a tiktoken Encoding (written with plain json: the package is not needed)."""
     ranks = enc._mergeable_ranks
-    to_char = data.bytes_to_unicode()
+    to_char = bpe.bytes_to_unicode()
     text = {tok: "".join(to_char[b] for b in tok) for tok in ranks}
     merges = []
     for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
@@ -81,7 +82,7 @@ def tokenizer_json(enc):
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": data.to_onig(enc._pat_str)}, "behavior": "Isolated", "invert": False},
+            {"type": "Split", "pattern": {"Regex": bpe.to_onig(enc._pat_str)}, "behavior": "Isolated", "invert": False},
             byte_level]},
         "post_processor": None,
         "decoder": {**byte_level, "use_regex": True},

@@ -247,7 +247,7 @@ def test_hf_tokenizer_unsupported_is_a_user_error(tmp_path):
 
 
 def test_bytes_to_unicode_is_a_printable_bijection():
-    m = data.bytes_to_unicode()
+    m = bpe.bytes_to_unicode()
     assert sorted(m) == list(range(256)) and len(set(m.values())) == 256
     assert all(c.isprintable() and not c.isspace() for c in m.values())
     assert m[ord("A")] == "A" and m[ord(" ")] == "Ġ"  # GPT-2's well-known space marker

@@ -215,7 +215,7 @@ def test_own_and_converted_tokenizers_equal_tiktoken(enc, stdlib_sample, tmp_pat
                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     theirs.train_from_iterator(stdlib_sample[2:], trainers.BpeTrainer(
         vocab_size=700, special_tokens=["<|endoftext|>", "<fim_prefix>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    converted = data._encoding_from_hf(json.loads(theirs.to_str()), "hf:test")
+    converted = bpe.encoding_from_hf(json.loads(theirs.to_str()), "hf:test")
     digits2 = bpe.train_bpe(stdlib_sample[:1], 256 + 200 + 9, SPECIALS[6:], pattern="gpt4_digits2", verbose=False)
     for e in (enc, converted, digits2):
         tok = Tokenizer.from_str(json.dumps(export.tokenizer_json(e)))
