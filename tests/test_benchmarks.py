@@ -139,3 +139,4 @@ def test_host_time_against_nanogpt():
     ratio = statistics.median(a / b for a, b in zip(times["ours"], times["nanoGPT"]))
     print(f"\nhost ms per forward + backward: ours {statistics.median(times['ours']):.2f}, "
           f"nanoGPT {statistics.median(times['nanoGPT']):.2f}; ratio {ratio:.3f}")
+    assert ratio < 2, "our forward + backward launches twice nanoGPT's work on the host"

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FLAGS = os.environ.get("BENCH_FLAGS", "").split()
 NANO_FLAGS = os.environ.get("BENCH_NANO_FLAGS", "").split()
 SCRATCH = Path(os.environ.get("BENCH_OUT", "/tmp/gpu_benchmark"))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = [pytest.mark.benchmark,
-              pytest.mark.skipif(not torch.cuda.is_available() and not FLAGS, reason="needs a CUDA GPU")]
+              pytest.mark.skipif(DEVICE != "cuda" and not FLAGS, reason="needs a CUDA GPU")]
 
 # bins under data/, made once: name -> data.py flags (gpt2's needs bench_tiny's tokenizer, so it comes after it)
 BINS = {"bench_parchment": ["--preset=parchment_166m", "--dataset=stdlib_docs"],
@@ -45,8 +46,8 @@ DATA = {"parchment_166m": ["--dataset=bench_parchment"], "picochat_335m": ["--da
 
 @pytest.fixture(scope="module", autouse=True)
 def bins():
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\n{device}, PyTorch {torch.__version__}, {os.cpu_count()} CPU cores")
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+    print(f"\n{name}, PyTorch {torch.__version__}, {os.cpu_count()} CPU cores")
     for name, flags in BINS.items():
         if not (ROOT / "data" / name / "meta.json").exists():
             subprocess.run([sys.executable, "data.py", *flags, f"--data_name={name}"], cwd=ROOT, check=True)
@@ -139,63 +140,77 @@ def test_gpt2_150m_against_nanogpt(compile):
     print(f"\ngpt2_150m compile={compile}: our step time / nanoGPT's {statistics.median(ours) / statistics.median(theirs):.2f}x")
 
 
-def fits(config, batch, device):
-    """Peak GiB of two training steps (bf16 autocast, fused AdamW, no compile) at this micro-batch, or None."""
-    model = optimizer = None
+def preset_config(preset, **overrides):
+    """The preset's GPTConfig; on a CPU (the BENCH_FLAGS check) one layer of 64 at context 64."""
+    toy = {} if DEVICE == "cuda" else dict(n_layer=1, n_embd=64, n_head=2, n_kv_head=0, block_size=64)
+    return GPTConfig.from_dict({**configurator.load_preset(preset), **overrides, **toy})
+
+
+def training_step(config, batch, compile=False):
+    """(step, model): step() is one micro-batch of random ids through forward under bf16 autocast, backward and
+    a fused AdamW step, as train.py takes it."""
+    with torch.device(DEVICE):
+        model = GPT(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=DEVICE == "cuda")
+    forward = torch.compile(model) if compile else model
+    x = torch.randint(0, config.vocab_size, (batch, config.block_size), device=DEVICE)
+
+    def step():
+        with torch.autocast(device_type=DEVICE, dtype=torch.bfloat16):
+            _, loss = forward(x, x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step, model
+
+
+def fits(config, batch):
+    """Peak GiB of two training steps at this micro-batch (not compiled), or None when it runs out of memory."""
+    step = None
     try:
-        with torch.device(device):
-            model = GPT(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
-        if device == "cuda":
+        if DEVICE == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        x = torch.randint(0, config.vocab_size, (batch, config.block_size), device=device)
-        for _ in range(2):
-            with torch.autocast(device_type=device, dtype=torch.bfloat16):
-                _, loss = model(x, x)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+        step, _ = training_step(config, batch)
+        step()
+        step()
+        return torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0
     except torch.OutOfMemoryError:
         return None
     finally:
-        del model, optimizer
+        del step
         gc.collect()
-        if device == "cuda":
+        if DEVICE == "cuda":
             torch.cuda.empty_cache()
 
 
 @pytest.mark.parametrize("preset", ["parchment_166m", "picochat_335m", "gpt2_150m"])
 def test_largest_micro_batch(preset):
     """Doubling from the preset's micro-batch until one does not fit, then bisecting to a multiple of 4."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    recipe = configurator.load_preset(preset)
-    toy = {} if device == "cuda" else dict(n_layer=1, n_embd=64, n_head=2, n_kv_head=0, block_size=64)  # BENCH_FLAGS runs
-    config = GPTConfig.from_dict({**recipe, **toy})
-    lo = recipe["batch_size"]
-    assert fits(config, lo, device) is not None, "the preset's own micro-batch does not fit"
+    config, own = preset_config(preset), configurator.load_preset(preset)["batch_size"]
+    lo = own
+    assert fits(config, lo) is not None, "the preset's own micro-batch does not fit"
     hi = None
-    while hi is None and lo < (4096 if device == "cuda" else 16):
-        lo, hi = (lo * 2, None) if fits(config, lo * 2, device) is not None else (lo, lo * 2)
+    while hi is None and lo < (4096 if DEVICE == "cuda" else 16):
+        lo, hi = (lo * 2, None) if fits(config, lo * 2) is not None else (lo, lo * 2)
     while hi and hi - lo > 4:
         mid = (lo + hi) // 8 * 4
-        lo, hi = (mid, hi) if fits(config, mid, device) is not None else (lo, mid)
-    print(f"\n{preset}: micro-batch {recipe['batch_size']} peaks at {fits(config, recipe['batch_size'], device):.1f} GiB; "
-          f"the largest that fits is {lo} ({fits(config, lo, device):.1f} GiB), {hi} does not")
+        lo, hi = (mid, hi) if fits(config, mid) is not None else (lo, mid)
+    print(f"\n{preset}: micro-batch {own} peaks at {fits(config, own):.1f} GiB; "
+          f"the largest that fits is {lo} ({fits(config, lo):.1f} GiB), {hi} does not")
 
 
-def drain(device):
-    if device == "cuda":
+def drain():
+    if DEVICE == "cuda":
         torch.cuda.synchronize()
 
 
-def timed_ms(fn, device, n=5):
+def timed_ms(fn, n=5):
     """Mean ms of fn over n calls, the device drained before and after."""
-    drain(device)
+    drain()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    drain(device)
+    drain()
     return (time.perf_counter() - t0) / n * 1000
 
 
@@ -205,37 +220,24 @@ def test_where_the_parchment_step_goes(pad, compile):
     """The profiler's kernels of parchment_166m's micro-step (16 x 1024 tokens, bf16 autocast, fused AdamW) by GPU
     time, unpadded and padded; eager, also the head + loss with and without the fp32 copy of the logits, and
     RoPE in fp32 (model.apply_rope) against the same rotation in bf16, forward and backward of q."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    toy = {} if device == "cuda" else dict(n_layer=1, n_embd=64, n_head=2, block_size=64)  # BENCH_FLAGS runs
-    config = GPTConfig.from_dict({**configurator.load_preset("parchment_166m"), "pad_vocab_multiple": pad, **toy})
-    with torch.device(device):
-        model = GPT(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
-    forward = torch.compile(model) if compile else model
-    B, T = (16 if device == "cuda" else 2), config.block_size
-    x = torch.randint(0, config.vocab_size, (B, T), device=device)
-    autocast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)  # noqa: E731
-
-    def step():
-        with autocast():
-            _, loss = forward(x, x)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    config = preset_config("parchment_166m", pad_vocab_multiple=pad)
+    B, T = (16 if DEVICE == "cuda" else 2), config.block_size
+    step, model = training_step(config, B, compile)
+    x = torch.randint(0, config.vocab_size, (B, T), device=DEVICE)
+    autocast = lambda: torch.autocast(device_type=DEVICE, dtype=torch.bfloat16)  # noqa: E731
     for _ in range(3):  # compiles, allocates the optimizer state
         step()
-    activities = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+    activities = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
     with profiler.profile(activities=activities) as prof:
         for _ in range(3):
             step()
-        drain(device)
-    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    print(f"\nparchment_166m, pad_vocab_multiple={pad}, compile={compile}: {timed_ms(step, device):.1f} ms per "
+        drain()
+    key = "self_cuda_time_total" if DEVICE == "cuda" else "self_cpu_time_total"
+    print(f"\nparchment_166m, pad_vocab_multiple={pad}, compile={compile}: {timed_ms(step):.1f} ms per "
           f"micro-step\n" + prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=70))
     if compile:
         return
-    h = torch.randn(B, T, config.n_embd, device=device, requires_grad=True)
+    h = torch.randn(B, T, config.n_embd, device=DEVICE, requires_grad=True)
 
     def head_and_loss(fp32_copy):
         with autocast():
@@ -243,7 +245,7 @@ def test_where_the_parchment_step_goes(pad, compile):
             logits = logits.float() if fp32_copy else logits
             torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x.view(-1)).backward()
 
-    q = torch.randn(B, config.n_head, T, config.head_dim, device=device, dtype=torch.bfloat16, requires_grad=True)
+    q = torch.randn(B, config.n_head, T, config.head_dim, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
 
     def rope_bf16():
@@ -251,7 +253,7 @@ def test_where_the_parchment_step_goes(pad, compile):
         c, s = cos.to(q.dtype), sin.to(q.dtype)
         torch.cat([q1 * c - q2 * s, q1 * s + q2 * c], dim=-1).sum().backward()
 
-    print(f"head + loss, forward and backward: {timed_ms(lambda: head_and_loss(True), device):.1f} ms with the fp32 "
-          f"copy, {timed_ms(lambda: head_and_loss(False), device):.1f} ms without; RoPE on q: "
-          f"{timed_ms(lambda: apply_rope(q, cos, sin).sum().backward(), device):.2f} ms in fp32, "
-          f"{timed_ms(rope_bf16, device):.2f} ms in bf16")
+    print(f"head + loss, forward and backward: {timed_ms(lambda: head_and_loss(True)):.1f} ms with the fp32 "
+          f"copy, {timed_ms(lambda: head_and_loss(False)):.1f} ms without; RoPE on q: "
+          f"{timed_ms(lambda: apply_rope(q, cos, sin).sum().backward()):.2f} ms in fp32, "
+          f"{timed_ms(rope_bf16):.2f} ms in bf16")
