@@ -111,11 +111,9 @@ def hf_names(c, arch):
             ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
             for a, b in [("ln_1", "ln_1"), ("ln_2", "ln_2")]:
                 names.update({ours + a + ".weight": (theirs + b + ".weight", ""), ours + a + ".bias": (theirs + b + ".bias", "")})
-            # Conv1D stores (in, out): every matrix transposed; c_attn = [q|k|v] fused along the output
-            names.update({ours + "attn.q_proj.weight": (theirs + "attn.c_attn.weight", "qkv"),
-                          ours + "attn.q_proj.bias": (theirs + "attn.c_attn.bias", "qkv"),
-                          ours + "attn.kv_proj.weight": (theirs + "attn.c_attn.weight", "qkv"),
-                          ours + "attn.kv_proj.bias": (theirs + "attn.c_attn.bias", "qkv")})
+            # Conv1D stores (in, out): every matrix transposed; its c_attn is our qkv, [q | k | v] along the output
+            names.update({ours + "attn.qkv.weight": (theirs + "attn.c_attn.weight", "T"),
+                          ours + "attn.qkv.bias": (theirs + "attn.c_attn.bias", "")})
             for a in ("attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
                 names.update({ours + a + ".weight": (theirs + a + ".weight", "T"), ours + a + ".bias": (theirs + a + ".bias", "")})
     else:
@@ -124,8 +122,7 @@ def hf_names(c, arch):
             names["ln_f.weight"] = ("model.norm.weight", "")
         for i in range(c.n_layer):
             ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-            rot = "rope_sign" if hf == "nanochat" else ""
-            parts = [("attn.q_proj", "self_attn.q_proj", rot), ("attn.kv_proj", "self_attn.k_proj|self_attn.v_proj", "kv"),
+            parts = [("attn.qkv", "self_attn.q_proj|self_attn.k_proj|self_attn.v_proj", "qkv"),
                      ("attn.c_proj", "self_attn.o_proj", ""),
                      ("mlp.c_fc", "mlp.fc1" if hf == "nanochat" else "mlp.gate_proj|mlp.up_proj", "" if hf == "nanochat" else "split"),
                      ("mlp.c_proj", "mlp.fc2" if hf == "nanochat" else "mlp.down_proj", "")]
@@ -143,6 +140,21 @@ def hf_names(c, arch):
     return names
 
 
+def row_blocks(c, kind):
+    """How a fused weight of ours splits along its rows into Hugging Face's tensors: qkv = [q | k | v], c_fc = [gate | up]."""
+    if kind == "qkv":
+        return [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim]
+    return [c.mlp_width, c.mlp_width]
+
+
+def rope_signs(parts, c, arch):
+    """nanochat's q and k with their rows' RoPE sign flipped (nanochat_rope_sign, its own inverse); v as it is."""
+    if arch != "NanoChatForCausalLM":
+        return parts
+    q, k, v = parts
+    return [nanochat_rope_sign(q, c.n_head, c.head_dim), nanochat_rope_sign(k, c.kv_heads, c.head_dim), v]
+
+
 def to_hf(state, c, arch):
     """Our state dict -> {HF name: tensor}; vocabulary padding rows are dropped."""
     out = {}
@@ -152,24 +164,9 @@ def to_hf(state, c, arch):
             t = t[:c.vocab_size]
         elif kind == "T":
             t = t.t()
-        elif kind == "split":                                       # c_fc = [gate | up]
-            for name, part in zip(theirs.split("|"), t.chunk(2, dim=0)):
-                out[name] = part
-            continue
-        elif kind == "kv":                                          # kv_proj = [k | v]
-            k, v = t.split(c.kv_heads * c.head_dim, dim=0)
-            if arch == "NanoChatForCausalLM":
-                k = nanochat_rope_sign(k, c.kv_heads, c.head_dim)
-            for name, part in zip(theirs.split("|"), (k, v)):
-                out[name] = part
-            continue
-        elif kind == "rope_sign":
-            t = nanochat_rope_sign(t, c.n_head, c.head_dim)
-        elif kind == "qkv":                                         # GPT-2's c_attn = [q | k | v]
-            if ours.endswith(("q_proj.weight", "q_proj.bias")):
-                kv = state[ours.replace("q_proj", "kv_proj")]
-                t = torch.cat([t, kv])
-                out[theirs] = t.t() if t.dim() == 2 else t
+        elif kind in ("split", "qkv"):
+            parts = t.split(row_blocks(c, kind))
+            out.update(zip(theirs.split("|"), rope_signs(parts, c, arch) if kind == "qkv" else parts))
             continue
         out[theirs] = t
     return {k: v.contiguous() for k, v in out.items()}
@@ -179,23 +176,13 @@ def from_hf(tensors, c, arch):
     """{HF name: tensor} -> our state dict (vocabulary rows zero-padded to c.padded_vocab)."""
     state = {}
     for ours, (theirs, kind) in hf_names(c, arch).items():
-        if kind in ("split", "kv"):
-            a, b = (tensors[n] for n in theirs.split("|"))
-            if kind == "kv" and arch == "NanoChatForCausalLM" and ours.endswith("weight"):
-                a = nanochat_rope_sign(a, c.kv_heads, c.head_dim)
-            state[ours] = torch.cat([a, b])
-            continue
-        if kind == "qkv":
-            t = tensors[theirs]
-            t = t.t() if t.dim() == 2 else t
-            q_rows = c.n_head * c.head_dim
-            state[ours] = t[:q_rows] if "q_proj" in ours else t[q_rows:]
+        if kind in ("split", "qkv"):
+            parts = [tensors[n] for n in theirs.split("|")]
+            state[ours] = torch.cat(rope_signs(parts, c, arch) if kind == "qkv" else parts)
             continue
         t = tensors[theirs]
         if kind == "T":
             t = t.t()
-        elif kind == "rope_sign" and ours.endswith("weight"):
-            t = nanochat_rope_sign(t, c.n_head, c.head_dim)
         elif kind == "vocab" and c.padded_vocab > c.vocab_size:
             t = torch.cat([t, t.new_zeros(c.padded_vocab - c.vocab_size, t.size(1))])
         state[ours] = t.contiguous()

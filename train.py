@@ -211,8 +211,10 @@ class Muon(torch.optim.Optimizer):
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
                 buf.lerp_(p.grad, 1 - group["momentum"])
-                update = orthogonalize(p.grad.lerp(buf, group["momentum"]))  # Nesterov
-                p.add_(update, alpha=-group["lr"] * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                # Nesterov; a fused weight (attention's [q | k | v]) is orthogonalized block by block
+                blocks = p.grad.lerp(buf, group["momentum"]).split(getattr(p, "row_blocks", p.size(0)))
+                update = torch.cat([orthogonalize(g) * max(1.0, g.size(0) / g.size(1)) ** 0.5 for g in blocks])
+                p.add_(update, alpha=-group["lr"])
 
 
 class Optimizers:
@@ -220,8 +222,11 @@ class Optimizers:
 
     def __init__(self, *optimizers):
         self.optimizers = optimizers
-        self.param_groups = [g for o in optimizers for g in o.param_groups]
         self.state = {}  # GradScaler keys its bookkeeping by id(optimizer), never reads this
+
+    @property
+    def param_groups(self):  # read anew: load_state_dict replaces each optimizer's group dicts, and the loop sets lr
+        return [g for o in self.optimizers for g in o.param_groups]
 
     def step(self):
         for o in self.optimizers:
@@ -237,6 +242,29 @@ class Optimizers:
     def load_state_dict(self, sd):
         for o, s in zip(self.optimizers, sd["optimizers"]):
             o.load_state_dict(s)
+
+
+def fuse_qkv_state(saved, optimizer, model):
+    """An optimizer state saved before attention's q_proj and kv_proj became one qkv weight (model.Attention): each
+    saved parameter list held q_proj's entry, then kv_proj's, where qkv's is now; their moments join along the
+    rows as the weights do, so a run from before resumes where it was."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    many = isinstance(optimizer, Optimizers)
+    fused = []
+    for opt, sd in zip(optimizer.optimizers if many else [optimizer], saved["optimizers"] if many else [saved]):
+        old = iter([i for g in sd["param_groups"] for i in g["params"]])
+        state, groups, new = {}, [], 0
+        for group, saved_group in zip(opt.param_groups, sd["param_groups"]):
+            for p in group["params"]:
+                parts = [sd["state"][i] for i in ([next(old), next(old)] if ".attn.qkv." in names[id(p)] else [next(old)])
+                         if i in sd["state"]]
+                if parts:
+                    state[new] = {k: torch.cat([s[k] for s in parts]) if torch.is_tensor(v) and v.dim() else v
+                                  for k, v in parts[0].items()}
+                new += 1
+            groups.append({**saved_group, "params": list(range(new - len(group["params"]), new))})
+        fused.append({"state": state, "param_groups": groups})
+    return {"optimizers": fused} if many else fused[0]
 
 
 def get_lr(it, cfg):
@@ -554,6 +582,8 @@ def start_run(cfg, model, enc, loaders, s, resume, extra_ckpt):
                             f"with --init_from={out_dir} --out_dir=NEW")
         if s.rank == 0:
             report_changes(resume.get("config", {}), cfg, resume["iter_num"])
+        if any(".attn.q_proj." in k for k in resume["model"]):  # saved before q, k and v were one weight
+            resume["optimizer"] = fuse_qkv_state(resume["optimizer"], optimizer, raw_model)
         optimizer.load_state_dict(resume["optimizer"])
         s.scaler.load_state_dict(resume["scaler"])
         saved = [f.name for f in fields(Progress) if f.name in resume and f.name != "losses"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import configurator
 from model import GPT, GPTConfig, KVCache, apply_rope, rope_cache
@@ -113,8 +114,9 @@ def test_repetition_penalty_and_top_k():
 def reference_attention(attn, x, rope):
     """Grouped-query attention written out: repeat K/V per group, mask, softmax."""
     B, T, C = x.shape
-    q = attn.q_proj(x).view(B, T, attn.n_head, attn.hs).transpose(1, 2)
-    k, v = attn.kv_proj(x).view(B, T, 2, attn.n_kv, attn.hs).permute(2, 0, 3, 1, 4)
+    rows = [attn.n_head * attn.hs, attn.n_kv * attn.hs, attn.n_kv * attn.hs]  # qkv's rows: [q | k | v]
+    biases = attn.qkv.bias.split(rows) if attn.qkv.bias is not None else [None] * 3
+    q, k, v = (F.linear(x, w, b).view(B, T, -1, attn.hs).transpose(1, 2) for w, b in zip(attn.qkv.weight.split(rows), biases))
     if attn.qk_norm == "before_rope":
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)

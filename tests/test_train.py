@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,55 @@ def test_resume_after_sigkill_is_bit_exact(data_dir, tmp_path):
     losses = lambda d: [(r["iter"], r.get("loss"), r.get("val_loss")) for r in metrics(d) if "iter" in r]
     assert losses(cut) == losses(whole)  # every train and val loss, bit for bit
     assert len(losses(whole)) == 30 + 4
+
+
+def as_saved_before_qkv_was_fused(folder):
+    """Rewrites a checkpoint as the code before the fused qkv weight saved it: q_proj and kv_proj = [k | v] in the
+    model, and in each optimizer's parameter lists q_proj's entry then kv_proj's where qkv's is now."""
+    ckpt = torch.load(folder / "ckpt.pt", weights_only=True)
+    model, _, _ = train.load_checkpoint(folder)
+    attn = model.blocks[0].attn
+    q_rows = attn.n_head * attn.hs
+    weights = {}
+    for name, t in ckpt["model"].items():
+        if ".attn.qkv." in name:
+            weights[name.replace("qkv", "q_proj")], weights[name.replace("qkv", "kv_proj")] = t[:q_rows], t[q_rows:]
+        else:
+            weights[name] = t
+    ckpt["model"] = weights
+    names = {id(p): n for n, p in model.named_parameters()}
+    fresh = train.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), 1e-8, "cpu", muon_lr=0.02)  # its groups' order
+    for sd, opt in zip(ckpt["optimizer"]["optimizers"], fresh.optimizers):
+        state, new = {}, 0
+        for group, saved in zip(opt.param_groups, sd["param_groups"]):
+            first = new
+            for p, i in zip(group["params"], saved["params"]):
+                entry = sd["state"][i]
+                if ".attn.qkv." in names[id(p)]:
+                    for rows in (slice(0, q_rows), slice(q_rows, None)):
+                        state[new] = {k: v[rows] if v.dim() else v for k, v in entry.items()}
+                        new += 1
+                else:
+                    state[new] = entry
+                    new += 1
+            saved["params"] = list(range(first, new))
+        sd["state"] = state
+    torch.save(ckpt, folder / "ckpt.pt")
+
+
+def test_a_run_with_muon_resumes_exactly_also_from_before_qkv_was_fused(data_dir, tmp_path):
+    """A resumed Muon run once kept the learning rate it was saved with (the loop set the schedule on group dicts
+    that load_state_dict had replaced); and a run saved before q, k and v became one weight resumes where it was."""
+    common = [a for a in args(data_dir, "", "--eval_interval=4", "--muon_lr=0.02", "--lr_decay_iters=8")
+              if not a.startswith("--out_dir")]
+    run_in_process([f"--out_dir={tmp_path / 'whole'}", "--max_iters=8", *common])
+    run_in_process([f"--out_dir={tmp_path / 'cut'}", "--max_iters=4", *common])
+    shutil.copytree(tmp_path / "cut", tmp_path / "old")
+    as_saved_before_qkv_was_fused(tmp_path / "old")
+    losses = lambda d: [(r["iter"], r.get("loss"), r.get("val_loss")) for r in metrics(d) if "iter" in r]  # noqa: E731
+    for folder in ("cut", "old"):
+        run_in_process([f"--out_dir={tmp_path / folder}", "--init_from=resume", "--max_iters=8", *common])
+        assert losses(tmp_path / folder) == losses(tmp_path / "whole"), folder
 
 
 class Sabotaged(torch.nn.Module):
@@ -237,6 +287,19 @@ def test_orthogonalize_flattens_the_spectrum():
     s = torch.linalg.svdvals(train.orthogonalize(G).float())
     assert s.min() > 0.5 and s.max() < 1.3
     assert train.orthogonalize(G.T).shape == (64, 32)
+
+
+def test_muon_orthogonalizes_a_fused_weight_block_by_block():
+    """Attention's qkv weight is three matrices to Muon (nanochat's c_q, c_k, c_v): a block whose gradient is a
+    thousandth of the others still moves by a full, flat step, as it would on its own."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(16, 16))
+    w.row_blocks = [8, 4, 4]
+    w.grad = torch.cat([torch.randn(8, 16), 1e-3 * torch.randn(4, 16), torch.randn(4, 16)])
+    train.Muon([w], lr=0.1).step()
+    for block in w.detach().split([8, 4, 4]):
+        s = torch.linalg.svdvals(block / 0.1)
+        assert s.min() > 0.5 and s.max() < 1.3, s
 
 
 def test_muon_trains_and_its_state_round_trips(data_dir, tmp_path):
