@@ -219,7 +219,7 @@ def timed_ms(fn, n=5):
 def test_where_the_parchment_step_goes(pad, compile):
     """The profiler's kernels of parchment_166m's micro-step (16 x 1024 tokens, bf16 autocast, fused AdamW) by GPU
     time, unpadded and padded; eager, also the head + loss with and without the fp32 copy of the logits, and
-    RoPE in fp32 (model.apply_rope) against the same rotation in bf16, forward and backward of q."""
+    RoPE upcast to fp32 against model.apply_rope's rotation in bf16, forward and backward of q."""
     config = preset_config("parchment_166m", pad_vocab_multiple=pad)
     B, T = (16 if DEVICE == "cuda" else 2), config.block_size
     step, model = training_step(config, B, compile)
@@ -248,12 +248,11 @@ def test_where_the_parchment_step_goes(pad, compile):
     q = torch.randn(B, config.n_head, T, config.head_dim, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
 
-    def rope_bf16():
-        q1, q2 = q.chunk(2, dim=-1)
-        c, s = cos.to(q.dtype), sin.to(q.dtype)
-        torch.cat([q1 * c - q2 * s, q1 * s + q2 * c], dim=-1).sum().backward()
+    def rope_fp32():  # model.apply_rope before it rotated in q's dtype
+        q1, q2 = q.float().chunk(2, dim=-1)
+        torch.cat([q1 * cos - q2 * sin, q1 * sin + q2 * cos], dim=-1).type_as(q).sum().backward()
 
     print(f"head + loss, forward and backward: {timed_ms(lambda: head_and_loss(True)):.1f} ms with the fp32 "
           f"copy, {timed_ms(lambda: head_and_loss(False)):.1f} ms without; RoPE on q: "
-          f"{timed_ms(lambda: apply_rope(q, cos, sin).sum().backward()):.2f} ms in fp32, "
-          f"{timed_ms(rope_bf16):.2f} ms in bf16")
+          f"{timed_ms(rope_fp32):.2f} ms in fp32, {timed_ms(lambda: apply_rope(q, cos, sin).sum().backward()):.2f} ms "
+          f"in bf16 (model.apply_rope)")

@@ -151,6 +151,18 @@ def test_rope_depends_only_on_relative_position():
     assert torch.allclose(apply_rope(q, cos[5:6], sin[5:6]).norm(), q.norm(), atol=1e-6)
 
 
+def test_rope_in_bf16_is_transformers_llama_rotation_bit_for_bit():
+    """Under autocast q and k are bf16; the rotation runs in bf16 as transformers' LLaMA runs it (its cos and sin
+    are our halves repeated, cast to q's dtype)."""
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama", reason="pip install transformers")
+    cos, sin = rope_cache(32, 16, 10000.0)
+    q, k = torch.randn(2, 4, 32, 16, dtype=torch.bfloat16), torch.randn(2, 2, 32, 16, dtype=torch.bfloat16)
+    full = lambda t: torch.cat([t, t], dim=-1).to(torch.bfloat16)[None]  # noqa: E731  (1, T, hs)
+    theirs = llama.apply_rotary_pos_emb(q, k, full(cos), full(sin))
+    assert apply_rope(q, cos, sin).dtype == torch.bfloat16
+    assert torch.equal(apply_rope(q, cos, sin), theirs[0]) and torch.equal(apply_rope(k, cos, sin), theirs[1])
+
+
 def test_tied_weights_share_storage_and_untied_do_not():
     tied, untied = make("gpt2"), make("pycraft")
     assert tied.lm_head.weight.data_ptr() == tied.wte.weight.data_ptr()
