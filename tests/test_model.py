@@ -39,6 +39,17 @@ def make(variant, **kw):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_every_architecture_is_one_graph_for_torch_compile(variant):
+    """A graph break splits the compiled step and sends the code between graphs back to Python (issue 14)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(make(variant).train())(idx, idx)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_backward_shapes_and_finite_loss(variant):
     model = make(variant).train()
     idx = torch.randint(0, 97, (3, 16))
