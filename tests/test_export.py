@@ -359,7 +359,9 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
           f"{t_hf:.1f}s, hf.load_hf {t_ours:.1f}s, max |logit diff| fp32 over {x.size(1)} tokens {diff:.2e} "
           f"(logits std {ours.std():.2f})")
     print("  files (MB): " + ", ".join(f"{k} {v:,.2f}" for k, v in sizes.items()))
-    assert diff < 1e-3 and all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+    V = model.config.vocab_size  # parchment pads its table to 100,352 rows: the padding is not exported, comes back zero
+    rows = lambda k, t: t[:V] if k in ("wte.weight", "lm_head.weight") else t  # noqa: E731
+    assert diff < 1e-3 and all(torch.equal(rows(k, back.state_dict()[k]), rows(k, v)) for k, v in model.state_dict().items())
 
 
 def test_midtraining_a_foreign_model_asks_for_its_pretraining_bins(tmp_path):
