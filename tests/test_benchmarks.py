@@ -107,14 +107,22 @@ def test_sampling_with_and_without_kv_cache():
 def test_host_time_against_nanogpt():
     """What a small micro-batch on a GPU waits for: the host's time to launch one forward + backward, measured at
     toy width on one CPU thread (12 layers, width 64, 16 tokens, bf16 autocast), ours against nanoGPT's model.py
-    (NANOGPT_DIR, a checkout of github.com/karpathy/nanoGPT), 7 alternating rounds of 50 steps."""
+    (NANOGPT_DIR, a checkout of github.com/karpathy/nanoGPT), 7 alternating rounds of 50 steps. BENCH_BEFORE=<a
+    checkout of an older commit> adds that commit's model.py to each round, to measure a change."""
     if not os.environ.get("NANOGPT_DIR"):
         pytest.skip("set NANOGPT_DIR to a checkout of nanoGPT")
-    spec = importlib.util.spec_from_file_location("nanogpt_model", Path(os.environ["NANOGPT_DIR"]) / "model.py")
-    nano = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nano)
+
+    def module(name, folder):
+        spec = importlib.util.spec_from_file_location(name, Path(folder) / "model.py")
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+        return loaded
+    nano = module("nanogpt_model", os.environ["NANOGPT_DIR"])
     shape = dict(vocab_size=512, block_size=16, n_layer=12, n_embd=64, n_head=4, bias=True)
     models = {"ours": GPT(GPTConfig(**shape)), "nanoGPT": nano.GPT(nano.GPTConfig(**shape, dropout=0.0))}
+    if os.environ.get("BENCH_BEFORE"):
+        before = module("model_before", os.environ["BENCH_BEFORE"])
+        models["before"] = before.GPT(before.GPTConfig(**shape))
     x = torch.randint(0, 512, (1, 16))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -139,4 +147,8 @@ def test_host_time_against_nanogpt():
     ratio = statistics.median(a / b for a, b in zip(times["ours"], times["nanoGPT"]))
     print(f"\nhost ms per forward + backward: ours {statistics.median(times['ours']):.2f}, "
           f"nanoGPT {statistics.median(times['nanoGPT']):.2f}; ratio {ratio:.3f}")
+    if "before" in times:
+        print(f"before ({os.environ['BENCH_BEFORE']}): {statistics.median(times['before']):.2f} ms, "
+              f"{statistics.median(a / b for a, b in zip(times['before'], times['nanoGPT'])):.3f}x nanoGPT's; "
+              f"ours {statistics.median(a / b for a, b in zip(times['ours'], times['before'])):.3f}x its time")
     assert ratio < 2, "our forward + backward launches twice nanoGPT's work on the host"
