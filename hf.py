@@ -140,13 +140,6 @@ def hf_names(c, arch):
     return names
 
 
-def row_blocks(c, kind):
-    """How a fused weight of ours splits along its rows into Hugging Face's tensors: qkv = [q | k | v], c_fc = [gate | up]."""
-    if kind == "qkv":
-        return [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim]
-    return [c.mlp_width, c.mlp_width]
-
-
 def rope_signs(parts, c, arch):
     """nanochat's q and k with their rows' RoPE sign flipped (nanochat_rope_sign, its own inverse); v as it is."""
     if arch != "NanoChatForCausalLM":
@@ -165,7 +158,7 @@ def to_hf(state, c, arch):
         elif kind == "T":
             t = t.t()
         elif kind in ("split", "qkv"):
-            parts = t.split(row_blocks(c, kind))
+            parts = t.split(c.qkv_rows if kind == "qkv" else [c.mlp_width] * 2)  # [q | k | v] or c_fc's [gate | up]
             out.update(zip(theirs.split("|"), rope_signs(parts, c, arch) if kind == "qkv" else parts))
             continue
         out[theirs] = t

@@ -84,6 +84,11 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @property
+    def qkv_rows(self):
+        """Attention's one q, k, v projection: its rows [q | k | v] (fewer k and v heads under GQA)."""
+        return [self.n_head * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
+
+    @property
     def mlp_width(self):
         """The MLP's hidden width: ffn_hidden, or the default for this mlp kind."""
         if self.ffn_hidden:
@@ -145,10 +150,10 @@ class Attention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head, self.n_kv, self.hs = config.n_head, config.kv_heads, config.head_dim
-        # q, k and v in one matmul, rows [q | k | v]: one launch and one larger GEMM instead of three (nanoGPT's c_attn)
-        self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * self.hs, bias=config.bias)
+        # q, k and v in one matmul (nanoGPT's c_attn): one launch and one larger GEMM where q and [k | v] took two
+        self.qkv = nn.Linear(config.n_embd, sum(config.qkv_rows), bias=config.bias)
         # three matrices to Muon (train.py), orthogonalized apart as nanochat's c_q, c_k and c_v are
-        self.qkv.weight.row_blocks = [self.n_head * self.hs, self.n_kv * self.hs, self.n_kv * self.hs]
+        self.qkv.weight.row_blocks = config.qkv_rows
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.residual = True
         self.qk_norm = config.qk_norm

@@ -211,10 +211,10 @@ class Muon(torch.optim.Optimizer):
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
                 buf.lerp_(p.grad, 1 - group["momentum"])
-                # Nesterov; a fused weight (attention's [q | k | v]) is orthogonalized block by block
-                blocks = p.grad.lerp(buf, group["momentum"]).split(getattr(p, "row_blocks", p.size(0)))
-                update = torch.cat([orthogonalize(g) * max(1.0, g.size(0) / g.size(1)) ** 0.5 for g in blocks])
-                p.add_(update, alpha=-group["lr"])
+                # Nesterov; a fused weight (attention's [q | k | v]) is orthogonalized block by block, in place
+                rows = getattr(p, "row_blocks", p.size(0))
+                for w, g in zip(p.split(rows), p.grad.lerp(buf, group["momentum"]).split(rows)):
+                    w.add_(orthogonalize(g), alpha=-group["lr"] * max(1.0, g.size(0) / g.size(1)) ** 0.5)
 
 
 class Optimizers:
