@@ -77,6 +77,7 @@ CACHE_DIR = Path(os.environ.get("SLM_CACHE_DIR", Path.home() / ".cache" / "slm")
 # Tokenizers
 
 EOT, PAD, BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
+NEEDS_SPECIALS = "this data preparation (special_tokens, fim_rate, bos_token)"  # what asks a tokenizer for these tokens
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
 # sha256 of OpenAI's rank files (from tiktoken's openai_public.py): the offline copy must be byte-identical
 TIKTOKEN_FILE_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
@@ -469,7 +470,7 @@ def filter_reason(text):
 
 def quality_checks(src):
     """Card 000's five heuristics for a Python file, each in 0..1."""
-    names = [n for n in RE_ASSIGNED.findall(src)] + [n for n in RE_LOOP_VAR.findall(src) if n not in LOOP_COUNTERS]
+    names = RE_ASSIGNED.findall(src) + [n for n in RE_LOOP_VAR.findall(src) if n not in LOOP_COUNTERS]
     good = sum(len(n) >= 3 and n.lower() not in THROWAWAY_NAMES for n in names)
     return {
         "docstring": float('"""' in src or "'''" in src),
@@ -538,7 +539,7 @@ def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="
             parts = parts + [(EOT, "")]
         for special, text in parts:
             if special:
-                layout.append(special_id(enc, special, "fim_rate > 0 (add it to special_tokens)"))
+                layout.append(special_id(enc, special, NEEDS_SPECIALS))
             if text:
                 layout.append(None)
                 texts.append(text)
@@ -671,7 +672,7 @@ def _write_bins(cfg, out_dir, final_dir):
     else:
         enc = load_tokenizer(cfg["tokenizer"])
     for token in [cfg["bos_token"] or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if cfg["fim_rate"] else []):
-        special_id(enc, token, "the data settings (special_tokens, fim_rate, bos_token)")  # fail before hours of tokenizing
+        special_id(enc, token, NEEDS_SPECIALS)  # fail before hours of tokenizing
     tok_hash = tokenizer_hash(enc)
     save_tokenizer(enc, out_dir)
     dtype = bin_dtype(enc.n_vocab)

@@ -330,8 +330,9 @@ def test_bos_prefix(enc):
                                 special_tokens={**enc._special_tokens, data.BOS: 1024})
     ids = data.encode_documents(bos_enc, ["ab", "cd"], random.Random(0), bos_token=data.BOS)
     assert ids == [1024] + enc.encode_ordinary("ab") + [1024] + enc.encode_ordinary("cd")
-    with pytest.raises(UserError, match="no <|bos|>"):
+    with pytest.raises(UserError, match="no <|bos|>") as e:
         data.encode_documents(enc, ["ab"], random.Random(0), bos_token=data.BOS)
+    assert "has no <|bos|> token, which this data preparation (special_tokens, fim_rate, bos_token) needs" in str(e.value)
 
 
 # -----------------------------------------------------------------------------
