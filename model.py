@@ -33,9 +33,14 @@ class GPTConfig:
     n_embd: int = 768
     n_head: int = 12
     n_kv_head: int = 0              # 0 means n_head (plain multi-head attention); fewer is GQA
+    head_dim: int = 0               # size of each attention head; 0 means n_embd // n_head (Qwen3: 128 at any width)
     ffn_hidden: int = 0             # 0 means 4*n_embd (gelu, relu2) or 2/3*4*n_embd rounded to 64 (swiglu)
     pos: str = "learned"            # "learned" absolute positions (GPT-2) | "rope"
     rope_theta: float = 10000.0
+    rope_scaling: float = 1.0       # Llama 3.1/3.2's RoPE scaling: long-wavelength frequencies / this (3.2: 32); 1 = off
+    rope_low_freq_factor: float = 1.0     # scaled: wavelengths over rope_original_context / this (rope_frequencies)
+    rope_high_freq_factor: float = 4.0    # kept: wavelengths under rope_original_context / this; interpolated between
+    rope_original_context: int = 8192     # the context RoPE was pretrained at before the scaling (Llama 3: 8192)
     norm: str = "layernorm"         # "layernorm" | "rmsnorm"
     norm_affine: bool = True        # False: parameter-free norm (nanochat, card 004)
     norm_eps: float = 1e-5
@@ -43,6 +48,7 @@ class GPTConfig:
     qk_norm: str = "none"           # "none" | "before_rope" (card 000) | "after_rope" (nanochat)
     tie_embeddings: bool = True
     bias: bool = True
+    qkv_bias: bool = False          # a bias on the q, k, v projection even when bias=False (Qwen2, Qwen2.5)
     dropout: float = 0.0
     init: str = "scaled_residual"   # N(0, init_std), residual projections / sqrt(2*n_layer) (GPT-2); "zero_out": also zero the LM head and output projections (nanochat)
     init_std: float = 0.02
@@ -55,14 +61,14 @@ class GPTConfig:
         if self.init == "gpt2":  # the name before issue 13: checkpoints and exports saved with it still load
             self.init = "scaled_residual"
         small = [f"{k}={getattr(self, k)}" for k in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")
-                 if getattr(self, k) < 1] + [f"{k}={getattr(self, k)}" for k in ("n_kv_head", "ffn_hidden")
+                 if getattr(self, k) < 1] + [f"{k}={getattr(self, k)}" for k in ("n_kv_head", "head_dim", "ffn_hidden")
                                              if getattr(self, k) < 0]
         if small:
-            raise UserError(f"{', '.join(small)}: sizes must be positive (n_kv_head and ffn_hidden may be 0 = default)")
+            raise UserError(f"{', '.join(small)}: sizes must be positive (n_kv_head, head_dim and ffn_hidden may be 0 = default)")
         problems = []
         kv = self.n_kv_head or self.n_head
-        if self.n_embd % self.n_head:
-            problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not self.head_dim and self.n_embd % self.n_head:
+            problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} (or set head_dim)")
         if self.n_head % kv:
             problems.append(f"n_head={self.n_head} must be a multiple of n_kv_head={kv}")
         for name, allowed in [("pos", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
@@ -70,8 +76,12 @@ class GPTConfig:
                               ("qk_norm", ("none", "before_rope", "after_rope"))]:
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            problems.append("RoPE needs an even head size (n_embd / n_head)")
+        if self.pos == "rope" and (self.head_dim or self.n_embd // self.n_head) % 2:
+            problems.append("RoPE needs an even head size (head_dim, or n_embd / n_head)")
+        low, high = self.rope_low_freq_factor, self.rope_high_freq_factor
+        if self.rope_scaling <= 0 or not 0 < low < high or self.rope_original_context < 1:
+            problems.append(f"rope_scaling={self.rope_scaling} must be > 0 (1 = off), with 0 < rope_low_freq_factor "
+                            f"({low}) < rope_high_freq_factor ({high}) and rope_original_context >= 1")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -80,13 +90,14 @@ class GPTConfig:
         return self.n_kv_head or self.n_head
 
     @property
-    def head_dim(self):
-        return self.n_embd // self.n_head
+    def head_size(self):
+        """Each attention head's size: head_dim, or n_embd / n_head by default."""
+        return self.head_dim or self.n_embd // self.n_head
 
     @property
     def qkv_rows(self):
         """Attention's one q, k, v projection: its rows [q | k | v] (fewer k and v heads under GQA)."""
-        return [self.n_head * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
+        return [self.n_head * self.head_size, self.kv_heads * self.head_size, self.kv_heads * self.head_size]
 
     @property
     def mlp_width(self):
@@ -130,9 +141,25 @@ def make_norm(config, dim=None):
     return Norm(dim or config.n_embd, config.norm, config.norm_affine, config.norm_eps, config.bias)
 
 
-def rope_cache(seq_len, head_dim, theta, device=None):
-    """cos and sin of shape (T, hs/2) for rotating pairs (i, i + hs/2), the rotate-half layout."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+def rope_frequencies(config, device=None):
+    """RoPE's hs/2 angular frequencies theta^(-2i/hs), Llama 3's scaling applied when rope_scaling != 1."""
+    hs = config.head_size
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2, device=device, dtype=torch.float32) / hs))
+    if config.rope_scaling == 1:
+        return inv_freq
+    # Llama 3.1 (Grattafiori et al. 2024, and transformers' "llama3" rope_type): frequencies whose wavelength exceeds
+    # the pretraining context / low_freq_factor are slowed by the factor, those under context / high_freq_factor
+    # kept, and those between interpolated linearly in context / wavelength
+    factor, low, high = config.rope_scaling, config.rope_low_freq_factor, config.rope_high_freq_factor
+    ratio = config.rope_original_context / (2 * math.pi / inv_freq)    # context / wavelength: turns in the context
+    smooth = ((ratio - low) / (high - low)).clamp(0, 1)                 # 0: long wavelengths, 1: short ones
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+
+
+def rope_cache(config, device=None):
+    """cos and sin of shape (block_size, hs/2) for rotating pairs (i, i + hs/2), the rotate-half layout."""
+    inv_freq = rope_frequencies(config, device)
+    seq_len = config.block_size
     angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
 
@@ -149,12 +176,12 @@ class Attention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.n_head, self.n_kv, self.hs = config.n_head, config.kv_heads, config.head_dim
+        self.n_head, self.n_kv, self.hs = config.n_head, config.kv_heads, config.head_size
         # q, k and v in one matmul (nanoGPT's c_attn): one launch and one larger GEMM where q and [k | v] took two
-        self.qkv = nn.Linear(config.n_embd, sum(config.qkv_rows), bias=config.bias)
+        self.qkv = nn.Linear(config.n_embd, sum(config.qkv_rows), bias=config.bias or config.qkv_bias)
         # three matrices to Muon (train.py), orthogonalized apart as nanochat's c_q, c_k and c_v are
         self.qkv.weight.row_blocks = config.qkv_rows
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_head * self.hs, config.n_embd, bias=config.bias)
         self.c_proj.residual = True
         self.qk_norm = config.qk_norm
         if config.qk_norm != "none":  # per-head norm over hs, shared across heads (OLMo 2, Qwen 3)
@@ -164,7 +191,7 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope, cache, layer):
-        B, T, C = x.size()
+        B, T, _ = x.size()
         heads = self.qkv(x).view(B, T, -1, self.hs).transpose(1, 2)                          # (B, nh + 2 nkv, T, hs)
         q, k, v = heads.split([self.n_head, self.n_kv, self.n_kv], dim=1)                   # (B, nh | nkv | nkv, T, hs)
         if self.qk_norm == "before_rope":
@@ -184,7 +211,7 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv != self.n_head,
             dropout_p=self.dropout if self.training else 0.0)                               # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)                                     # (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.hs)                 # (B, T, nh * hs)
         return self.resid_dropout(self.c_proj(y))
 
     def _load_from_state_dict(self, state, prefix, *args):
@@ -234,10 +261,11 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, per layer, preallocated to the context length."""
+    """Keys and values of the tokens seen so far, per layer, preallocated to `length` tokens (the context length
+    by default; generate asks for what the prompt and new tokens need: a 131,072-token context is GBs)."""
 
-    def __init__(self, config, batch_size, device, dtype):
-        shape = (config.n_layer, 2, batch_size, config.kv_heads, config.block_size, config.head_dim)
+    def __init__(self, config, batch_size, device, dtype, length=None):
+        shape = (config.n_layer, 2, batch_size, config.kv_heads, length or config.block_size, config.head_size)
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # tokens already stored; advanced after the last layer
 
@@ -269,7 +297,7 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one tensor, two uses (Press & Wolf 2017)
         if config.pos == "rope":
-            cos, sin = rope_cache(config.block_size, config.head_dim, config.rope_theta)
+            cos, sin = rope_cache(config)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.grad_checkpointing = False  # train.py's activation_checkpointing: recompute blocks in backward (card 000)
@@ -298,7 +326,7 @@ class GPT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         if c.pos == "rope" and self.rope_cos.device.type != "meta":
-            self.rope_cos, self.rope_sin = rope_cache(c.block_size, c.head_dim, c.rope_theta, self.rope_cos.device)
+            self.rope_cos, self.rope_sin = rope_cache(c, self.rope_cos.device)
 
     def forward(self, idx, targets=None, cache=None, all_logits=False):
         """idx (B, T) token ids. With targets (B, T) returns (logits, mean loss over targets != IGNORE_INDEX);
@@ -345,7 +373,8 @@ class GPT(nn.Module):
         B = idx.size(0)
         if idx.size(1) + max_new_tokens > self.config.block_size and use_cache:
             max_new_tokens = self.config.block_size - idx.size(1)  # the cache holds one context; no sliding
-        cache = KVCache(self.config, B, idx.device, self.wte.weight.dtype) if use_cache else None
+        length = idx.size(1) + max_new_tokens
+        cache = KVCache(self.config, B, idx.device, self.wte.weight.dtype, length) if use_cache else None
         stop = torch.tensor(list(stop_tokens), device=idx.device, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
         inputs = idx
@@ -378,11 +407,11 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token: 6 per weight in a matmul (forward 2, backward 4), LM head included,
-        plus attention's 6*2*n_layer*T*C for QK^T and AV (PaLM appendix B, causal mask not discounted)."""
+        plus attention's 6*2*n_layer*T*(n_head*head size) for QK^T and AV (PaLM appendix B, causal mask not discounted)."""
         c = self.config
         T = seq_len or c.block_size
         matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
-        return 6 * matmul + 12 * c.n_layer * T * c.n_embd
+        return 6 * matmul + 12 * c.n_layer * T * c.n_head * c.head_size
 
     def estimate_mfu(self, tokens_per_s, device_name, seq_len=None):
         """Model FLOPs utilisation against the device's dense peak, or None if the peak is unknown."""
@@ -442,10 +471,6 @@ def peak_flops(device_name):
 # summary: python model.py --preset=NAME
 
 
-model_args = {}  # architecture flags for the summary; set by --preset and --key=value
-json_output = False
-
-
 def describe(model):
     c = model.config
     total, non_emb = model.num_params()
@@ -453,7 +478,7 @@ def describe(model):
     # AdamW keeps two moments per parameter; bf16 weights still keep fp32 moments in torch's AdamW
     mem = {"fp32": total * (4 + 8), "bf16": total * (2 + 8)}
     lines = [f"GPT: {c.n_layer} layers, d_model {c.n_embd}, {c.n_head} query heads / {c.kv_heads} KV heads "
-             f"(head_dim {c.head_dim}), MLP {c.mlp} hidden {c.mlp_width}, context {c.block_size}",
+             f"(head size {c.head_size}), MLP {c.mlp} hidden {c.mlp_width}, context {c.block_size}",
              f"vocab {c.vocab_size}" + (f" (padded to {c.padded_vocab} rows)" if c.padded_vocab != c.vocab_size else ""),
              "flags: " + ", ".join(f"{k}={v}" for k, v in asdict(c).items()
                                   if k not in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")),
@@ -465,9 +490,15 @@ def describe(model):
                        vocab_size=c.vocab_size, block_size=c.block_size, mlp=c.mlp, pos=c.pos, norm=c.norm)
 
 
-def main():
+def main(argv=None):
+    """The summary of GPTConfig's defaults under --preset and --key=value (argv, else the command line)."""
+    settings = {f.name: f.default for f in fields(GPTConfig)}
+    settings["json_output"] = False
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = configurator.configure(settings, [("--json_output=True" if a == "--json" else a) for a in argv])
+    json_output = cfg.pop("json_output")
     with torch.device("meta"):  # no memory is spent: counts come from the shapes
-        model = GPT(GPTConfig(**model_args))
+        model = GPT(GPTConfig(**cfg))
     lines, summary = describe(model)
     print("\n".join(lines))
     if json_output:
@@ -475,5 +506,4 @@ def main():
 
 
 if __name__ == "__main__":
-    configurator.configure(globals(), [("--json_output=True" if a == "--json" else a) for a in sys.argv[1:]])
     main()

@@ -24,7 +24,7 @@ x_axis = "tokens"           # "tokens" seen (runs of different batch sizes line 
 
 def configure(**overrides):
     """For notebooks: plot.configure(out_dir="out/tiny"), then plot.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 # -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Samples from a trained checkpoint: completion, chat, or fill-in-the-middle, stre
 
 From a notebook: `import sample; sample.configure(out_dir="out/tiny", prompt="def "); sample.main()`.
 The checkpoint directory holds everything needed (weights, model config, tokenizer, chat template), loaded
-with train.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at the end.
+with checkpoint.load_checkpoint (weights_only=True). Tokens/s is printed to stderr at the end.
 """
 
 import codecs
@@ -24,8 +24,9 @@ import torch
 import configurator
 import data
 from configurator import UserError
-from sft import checkpoint_template, render_prompt, stop_tokens
-from train import load_checkpoint, setup_device
+from sft import checkpoint_template, render_prompt, stop_tokens, template_name
+from checkpoint import load_checkpoint
+from train import setup_device
 
 # -----------------------------------------------------------------------------
 # config
@@ -115,19 +116,6 @@ def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, re
     return [s.text for s in streams], sum(s.n_tokens for s in streams)
 
 
-def check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples=1):
-    """Settings that would otherwise fail deep in the model, or quietly sample nothing, are one clear error."""
-    problems = [text for bad, text in [
-        (max_new_tokens < 1 or num_samples < 1, "max_new_tokens and num_samples must be at least 1"),
-        (temperature < 0, "temperature must be >= 0 (0 = greedy)"),
-        (top_k < 0, "top_k must be >= 0 (0 = off)"),
-        (not 0 < top_p <= 1, "top_p must lie in (0, 1] (1 = off)"),
-        (repetition_penalty <= 0, "repetition_penalty must be > 0 (1 = off)")] if bad]
-    if problems:
-        raise UserError("; ".join(problems))
-
-
-
 # -----------------------------------------------------------------------------
 # prompts
 
@@ -195,7 +183,7 @@ def chat_loop(model, enc, template, system, settings, ctx, generator, write):
     stops, block = stop_tokens(template, enc), model.config.block_size
     messages = [{"role": "system", "content": system}] if system else []
     n_tokens, seconds = 0, 0.0
-    print(f"chat in the '{template}' template: type a message and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
+    print(f"chat in the '{template_name(template)}' template: type a message and press Enter; Ctrl-D or Ctrl-C quits", file=sys.stderr)
     while True:
         try:
             line = input("> " if sys.stdin.isatty() else "")
@@ -230,11 +218,11 @@ def torch_tensor(rows, model):
 
 def configure(**overrides):
     """For notebooks: sample.configure(out_dir="out/tiny", prompt="def "), then sample.main()."""
-    return configurator.configure(globals(), [], **overrides)
+    return configurator.configure(globals(), [], cumulative=True, **overrides)
 
 
 def main():
-    check_sampling(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples)
+    configurator.effective_config(globals())  # every value in range (configurator.RANGES), however it was set
     dev, _, ctx, _ = setup_device(device, dtype)
     model, enc, ckpt = load_checkpoint(out_dir, dev)
     generator = torch.Generator(device=dev).manual_seed(seed)

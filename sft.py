@@ -18,6 +18,8 @@ renders a conversation to token ids and a loss mask, and sample.py / eval.py cal
 `stop_tokens` so chat at inference matches training token for token. The single-turn templates (alpaca,
 user_assistant, magicoder) render a longer conversation as its user/assistant pairs in sequence, each answer
 closed by its end token; every template but parchment merges a system message into the first user message.
+Without --chat_template a model imported with --init_from=hf: keeps its own template (tokenizer_config.json's Jinja,
+rendered with jinja2 as transformers renders it; the loss on each answer and the special token that closes it).
 
 Batches (our choice): one conversation per row, right-padded to the longest row of the batch (rounded up to 32
 tokens so torch.compile sees few shapes), reshuffled each epoch, not bucketed by length (a batch of only long or
@@ -38,8 +40,10 @@ import zipfile
 
 import torch
 
+import checkpoint
 import configurator
 import data
+import files
 import hf
 import train
 from configurator import UserError, print_config
@@ -50,7 +54,8 @@ from model import IGNORE_INDEX
 
 init_from = "out/tiny"     # a pretraining checkpoint dir, hf:PATH_OR_REPO (export.py), or "resume" to continue out_dir
 out_dir = "out/tiny_sft"
-chat_template = "user_assistant"  # alpaca | parchment | user_assistant | nanochat | magicoder
+chat_template = ""         # alpaca | parchment | user_assistant | nanochat | magicoder; "" = the base model's own (an
+                           # imported model's tokenizer_config.json Jinja template, needs jinja2), else user_assistant
 sft_data = "stdlib_functions,simplemath"  # comma-separated named sources or .jsonl paths, each NAME[:N]
 max_examples = 0           # cap on each source's conversations (0 = all; card 000: 40,000 Magicoder rows)
 val_fraction = 0.02        # held-out conversations for the val loss
@@ -76,7 +81,7 @@ beta1 = 0.9
 beta2 = 0.95
 adam_eps = 1e-8
 grad_clip = 1.0
-dropout = 0.0              # RECIPES.md card 000: dropout 0.1 in pretraining, 0 in SFT
+dropout = 0.0              # card 000: dropout 0.1 in pretraining, 0 in SFT
 eval_interval = 100
 eval_iters = 20
 log_interval = 10
@@ -164,6 +169,12 @@ def special(enc, name, template):
     return data.special_id(enc, name, f"the '{template}' template (or pick another --chat_template)")
 
 
+def template_name(template):
+    """A model's own Jinja template (hf.hf_chat_template, of a model imported with --init_from=hf:) is the plain
+    dict {"jinja", "bos_token", "eos_token"} wherever a named template is its name; hf.chat_segments renders it."""
+    return template if isinstance(template, str) else "model's own (Jinja)"
+
+
 def check_messages(messages):
     """None when messages alternate user/assistant after an optional system message, else what is wrong."""
     if not isinstance(messages, list) or not messages:
@@ -181,6 +192,12 @@ def check_messages(messages):
 
 
 def render_segments(template, messages, enc):
+    if isinstance(template, dict):
+        problem = check_messages(messages)
+        if problem:
+            raise UserError(f"cannot render the conversation: {problem}")
+        messages = [{**m, "content": user_text(m)} if m["role"] == "user" else m for m in messages]
+        return hf.chat_segments(template, messages, enc)
     if template not in TEMPLATES:
         raise UserError(f"unknown chat template '{template}'; choose one of {', '.join(TEMPLATES)}")
     problem = check_messages(messages)
@@ -217,16 +234,29 @@ def checkpoint_template(ckpt, override=""):
     template = override or ckpt.get("chat_template") or ""
     if not template:
         raise UserError("this checkpoint has no chat template: fine-tune it with sft.py, or pass --chat_template=NAME")
+    if isinstance(template, dict) and isinstance(template.get("jinja"), str):
+        return template
     if template not in TEMPLATES:
         raise UserError(f"unknown chat template '{template}'; choose one of {', '.join(TEMPLATES)}")
     return template
 
 
 def stop_tokens(template, enc):
+    if isinstance(template, dict):  # the special token that closes an answer (<|im_end|>, <|eot_id|>), and eos
+        ids, mask = render(template, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], enc)
+        stops = [t for t, m in zip(ids, mask) if m and t in enc._special_tokens.values()][:1]
+        eos = template.get("eos_token")
+        stops += [enc.encode_single_token(eos)] if eos in enc.special_tokens_set and eos not in [enc.decode([t]) for t in stops] else []
+        if not stops:
+            raise UserError("the model's chat template ends an answer with no special token, so sampling could not "
+                            f"stop; pass --chat_template=NAME (one of {', '.join(TEMPLATES)})")
+        return stops
     return [special(enc, name, template) for name in STOP.get(template, ["<|endoftext|>"])]
 
 
 def pad_token(template, enc):
+    if isinstance(template, dict):
+        return stop_tokens(template, enc)[0]
     name = PAD.get(template) or ("<|pad|>" if "<|pad|>" in enc.special_tokens_set else "<|endoftext|>")
     return special(enc, name, template)
 
@@ -238,7 +268,7 @@ def show(template, messages, enc):
     return "".join(f"⟦{text}⟧" if m else text for m, run in runs for text in [enc.decode([t for t, _ in run])])
 
 # -----------------------------------------------------------------------------
-# data sources: local JSONL, downloads (data.URLS), and sets generated on this machine
+# data sources: local JSONL, downloads (files.URLS), and sets generated on this machine
 
 USER_KEYS = ("instruction", "problem", "question", "prompt")   # alpaca, dolly, magicoder, gsm8k
 INPUT_KEYS = ("input", "context")                              # alpaca, dolly (card 003: after a blank line)
@@ -275,7 +305,7 @@ def read_rows(path):
             raise UserError(f"{path} is a parquet file, which needs pyarrow: pip install pyarrow") from None
         yield from enumerate(pq.read_table(path).to_pylist(), 1)
         return
-    yield from data.read_jsonl(path)
+    yield from files.read_jsonl(path)
 
 
 def read_conversations(path, keep=lambda row: True, convert=to_messages):
@@ -296,8 +326,8 @@ def read_conversations(path, keep=lambda row: True, convert=to_messages):
 
 
 def fetch_source(key):
-    """A download named in data.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
-    return data.fetch(key, data.CACHE_DIR / "sft", local="pass a local copy: --sft_data=PATH.jsonl (or a generated set: "
+    """A download named in files.URLS (the one place for real URLs), cached under CACHE_DIR/sft."""
+    return files.fetch(key, files.CACHE_DIR / "sft", local="pass a local copy: --sft_data=PATH.jsonl (or a generated set: "
                       + ", ".join(GENERATED) + ")")
 
 
@@ -546,41 +576,41 @@ class MidtrainLoader:
 def configure(**overrides):
     """For notebooks: sft.configure(preset="tiny", max_iters=50), then sft.main(); as on the command line, the
     preset's sft_KEY sets KEY."""
-    return configurator.configure(globals(), [], prefix="sft_", **overrides)
+    return configurator.configure(globals(), [], prefix="sft_", cumulative=True, **overrides)
 
 
 def main(argv=None):
     """Fine-tunes with the current config (configure() or `__main__` set it; argv, a list, also may)."""
     cfg = (configurator.configure(globals(), argv, prefix="sft_") if argv is not None
            else configurator.effective_config(globals()))
-    if cfg["chat_template"] not in TEMPLATES:
+    if cfg["chat_template"] and cfg["chat_template"] not in TEMPLATES:
         raise UserError(f"unknown chat template '{cfg['chat_template']}'; choose one of {', '.join(TEMPLATES)}")
     if not 0 < cfg["val_fraction"] < 1:
         raise UserError(f"val_fraction={cfg['val_fraction']} must lie between 0 and 1: a share of the conversations "
                         "held out")
-    if cfg["batch_size"] < 1:
-        raise UserError(f"batch_size={cfg['batch_size']} must be at least 1")
-    if not 0 <= cfg["midtrain_ratio"] <= 1 or (cfg["midtrain_ratio"] > 0 and cfg["epochs"] > 0):
-        raise UserError("midtrain_ratio is a fraction of each batch (0..1), and midtraining counts max_iters, not epochs")
+    if cfg["midtrain_ratio"] > 0 and cfg["epochs"] > 0:
+        raise UserError("midtraining (midtrain_ratio > 0) counts max_iters, not epochs: set --epochs=0")
     if cfg["init_from"] != "resume" and os.path.abspath(cfg["init_from"]) == os.path.abspath(cfg["out_dir"]):
         raise UserError(f"out_dir {cfg['out_dir']} is the base checkpoint's directory; give the fine-tuned model its own")
     source = cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"]
     if not source.startswith("hf:") and not os.path.exists(source):
         raise UserError(f"no checkpoint at {source}; pretrain first (python train.py) or set --init_from")
-    s = train.setup(cfg)
-    rank, world_size, dev = s.rank, s.world_size, s.device
+    system = train.setup(cfg)
+    rank, world_size, dev = system.rank, system.world_size, system.device
     convs = load_conversations(cfg["sft_data"], cfg)  # before the model: a bad data line fails fast
     if len(convs) < 2 * world_size:
         raise UserError(f"sft_data gave {len(convs)} conversations; each process needs a train and a val one")
     if source.startswith("hf:"):  # a Hugging Face folder or hub repo (hf.py)
         model, enc, ckpt = hf.load_hf(source[3:], dev, dropout=cfg["dropout"])
     else:
-        model, enc, ckpt = train.load_checkpoint(source, dev, dropout=cfg["dropout"])  # card 000: dropout 0 in SFT
-    if cfg["init_from"] == "resume" and ckpt.get("chat_template") != cfg["chat_template"]:
-        raise UserError(f"{cfg['out_dir']} was fine-tuned with the '{ckpt.get('chat_template')}' template, "
-                        f"not '{cfg['chat_template']}'")
+        model, enc, ckpt = checkpoint.load_checkpoint(source, dev, dropout=cfg["dropout"])  # card 000: dropout 0 in SFT
+    if cfg["init_from"] == "resume" and cfg["chat_template"] and ckpt.get("chat_template") != cfg["chat_template"]:
+        raise UserError(f"{cfg['out_dir']} was fine-tuned with the '{template_name(ckpt.get('chat_template'))}' "
+                        f"template, not '{cfg['chat_template']}'")
+    # the one named, else the base model's own (an imported model's, or the one it was fine-tuned with)
+    template = cfg["chat_template"] or ckpt.get("chat_template") or "user_assistant"
     if cfg["show_example"]:
-        print(show(cfg["chat_template"], convs[0], enc))
+        print(show(template, convs[0], enc))
         return None
 
     block = model.config.block_size
@@ -591,7 +621,7 @@ def main(argv=None):
                         "add data or lower val_fraction")
     examples, cut = {"val": [], "train": []}, 0
     for i, conv in enumerate(convs):
-        ids, mask, was_cut = fit_conversation(*render(cfg["chat_template"], conv, enc), block + 1)
+        ids, mask, was_cut = fit_conversation(*render(template, conv, enc), block + 1)
         examples["val" if i < n_val else "train"].append((ids, mask))
         cut += was_cut
     n_tok = sum(len(ids) for ids, _ in examples["train"])
@@ -615,7 +645,7 @@ def main(argv=None):
                 data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name)
             loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
     else:
-        pad = pad_token(cfg["chat_template"], enc)
+        pad = pad_token(template, enc)
         loaders = {split: ConversationLoader(examples[split], cfg["batch_size"], pad, dev, cfg["seed"], split == "train",
                                              rank, world_size) for split in examples}
     iters = cfg["max_iters"]
@@ -629,8 +659,8 @@ def main(argv=None):
            "warmdown_frac": 0.0, "eval_only": False, "sample_prompt": "", "pretrain_data": bins}
     if rank == 0:
         print_config(run)
-    return train.train(run, model, enc, loaders, extra_ckpt={"chat_template": cfg["chat_template"]},
-                       resume=ckpt if cfg["init_from"] == "resume" else None, system=s)
+    return train.train(run, model, enc, loaders, extra_ckpt={"chat_template": template},
+                       resume=ckpt if cfg["init_from"] == "resume" else None, system=system)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ init = "scaled_residual"   # card 001: residual projections / sqrt(2 n_layer)
 # data
 dataset = "the_stack_python"   # card 001: bigcode/the-stack-dedup, Python (gated: set HF_TOKEN)
 tokenizer = "hf:bigcode/starcoder2-15b"
-filters = "code_quality"   # card 001: char/line counts, alphanumeric ratio, compile(); thresholds are ours (RECIPES.md)
+filters = "code_quality"   # card 001: char/line counts, alphanumeric ratio, compile(); thresholds are ours (config/README.md)
 dedup = True
 fim_rate = 0.0
 

@@ -4,7 +4,7 @@
 #   python sft.py --preset=parchment_166m      # dolly-15k (3 categories) + SimpleMath, 8 epochs
 #   python sample.py --out_dir=out/parchment_166m_sft --chat=True
 
-# model (card 003 + RECIPES.md): 161.97M computed (162.02M with 75 padding rows); the card's "166M" is rounded up
+# model (card 003 + config/README.md): 161.97M computed (162.02M with 75 padding rows); the card's "166M" is rounded up
 n_layer = 12
 n_embd = 768
 n_head = 12
@@ -12,7 +12,7 @@ ffn_hidden = 2048          # 2/3 * 4 * 768 rounded up to a multiple of 64
 block_size = 1024
 vocab_size = 100277        # cl100k_base: 100,256 merges + specials up to <|endofprompt|> = 100276
 pad_vocab_multiple = 128   # our choice: 100,352 embedding rows. An odd row count sends the LM head's matmul to a slow
-                           # kernel; on an H200 a step took 1.54x less time eager, 1.03x compiled, -6 GiB (README, Measured)
+                           # kernel on a GPU (BENCHMARKS.md has the measured step times)
 pos = "rope"
 rope_theta = 10000.0
 norm = "rmsnorm"
@@ -22,9 +22,9 @@ tie_embeddings = True      # card 003
 bias = False
 dropout = 0.0
 init = "scaled_residual"   # linears N(0, 0.02), residual projections / sqrt(2 n_layer)
-emb_init_std = 0.0360844   # 768 ** -0.5 (RECIPES.md)
+emb_init_std = 0.0360844   # 768 ** -0.5 (config/README.md)
 
-# data (RECIPES.md): end-of-text after each document, one flat uint32 file
+# data (config/README.md): end-of-text after each document, one flat uint32 file
 dataset = "fineweb_edu"
 max_shards = 13             # parquet files 000-012 of sample/10BT
 tokenizer = "cl100k_base"
@@ -43,7 +43,7 @@ beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
 dtype = "bfloat16"
-compile = True                     # RECIPES.md: torch.compile; their log ~75-90k tokens/s on one A100
+compile = True                     # config/README.md: torch.compile; their log ~75-90k tokens/s on one A100
 out_dir = "out/parchment_166m"
 
 # SFT (card 003): completion-only loss, pad = <|endofprompt|> so <|endoftext|> stays a trained stop signal
@@ -58,7 +58,7 @@ sft_gradient_accumulation_steps = 2
 sft_learning_rate = 1e-4           # card 003: cosine
 sft_min_lr = 0.0
 sft_weight_decay = 0.0             # our choice: the card is silent
-sft_warmup_frac = 0.05             # RECIPES.md: 5% warmup
+sft_warmup_frac = 0.05             # config/README.md: 5% warmup
 sft_compile = False
 
 # sampling (card 003): greedy, repetition penalty 1.1, cut at <|endoftext|>

@@ -6,7 +6,7 @@
 #   python sft.py --preset=picochat_335m       # SFT from out/picochat_335m_mid: 1,000 steps at batch 8
 #   python sample.py --out_dir=out/picochat_335m_sft --chat=True
 
-# model (RECIPES.md): 335.5M computed
+# model (config/README.md): 335.5M computed
 n_layer = 16
 n_embd = 1024
 n_head = 8
@@ -37,7 +37,7 @@ tokenizer_train_chars = 200_000_000  # our choice for a pure-Python trainer (nan
 bos_token = "<|bos|>"              # every document starts with <|bos|>
 fim_rate = 0.0
 
-# base pretraining: card 004 ~442M tokens; batch 8 x 1024, no accumulation (RECIPES.md)
+# base pretraining: card 004 ~442M tokens; batch 8 x 1024, no accumulation (config/README.md)
 batch_size = 8
 gradient_accumulation_steps = 1
 max_iters = 54000                  # 442M / 8,192; the card's "~60,000 steps" rounds this up

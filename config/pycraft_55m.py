@@ -1,10 +1,10 @@
-# pycraft_55m: PyCraft-1, a 55.3M Python code model (card 000: seeds/000; shapes from RECIPES.md).
+# pycraft_55m: PyCraft-1, a 55.3M Python code model (card 000: seeds/000; shapes from config/README.md).
 #   python data.py --preset=pycraft_55m        # filter, score, order best-first, train BPE, FIM, bins
 #   python train.py --preset=pycraft_55m       # 4,000 steps x 262,144 tokens = 1.05B tokens
 #   python sft.py --preset=pycraft_55m         # Magicoder-OSS-Instruct (Python), 400 steps
 #   python eval.py --preset=pycraft_55m --out_dir=out/pycraft_55m_sft --allow_code_execution=True
 
-# model (card 000 gives no layer/width; RECIPES.md: the published code's shape, 55.32M computed)
+# model (card 000 gives no layer/width; config/README.md: the published code's shape, 55.32M computed)
 n_layer = 8
 n_embd = 512
 n_head = 8
@@ -20,7 +20,7 @@ mlp = "swiglu"
 qk_norm = "before_rope"    # card 000: RMSNorm on Q and K before RoPE (OLMo 2 / Qwen 3)
 tie_embeddings = False     # untied: 55.3M (tied would be 38.9M)
 bias = False
-dropout = 0.1              # pretraining only; SFT sets 0 (RECIPES.md)
+dropout = 0.1              # pretraining only; SFT sets 0 (config/README.md)
 init = "scaled_residual"   # N(0, 0.02), residual projections / sqrt(2 n_layer)
 
 # data: the card's six sources are not published; The Stack's Python, filtered, stands in.
@@ -36,7 +36,7 @@ fim_rate = 0.5             # card 000: FIM 50%, PSM
 fim_spm_rate = 0.0
 data_order = "sequential"  # the loader walks the best-first order instead of sampling windows
 
-# pretraining (RECIPES.md, from the published code)
+# pretraining (config/README.md, from the published code)
 batch_size = 4
 gradient_accumulation_steps = 64   # 4 x 64 x 1024 = 262,144 tokens/step
 max_iters = 4000                   # card 000: 4,000 steps, 1.05B tokens
@@ -53,7 +53,7 @@ activation_checkpointing = True    # card 000: how it fit a 4 GB RTX 3050
 eval_interval = 250
 out_dir = "out/pycraft_55m"
 
-# SFT (RECIPES.md): 40,000 Python rows of Magicoder-OSS-Instruct-75K
+# SFT (config/README.md): 40,000 Python rows of Magicoder-OSS-Instruct-75K
 sft_init_from = "out/pycraft_55m"
 sft_out_dir = "out/pycraft_55m_sft"
 chat_template = "magicoder"

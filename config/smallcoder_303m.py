@@ -66,4 +66,5 @@ sft_weight_decay = 0.0     # our choice
 # eval (card 002's table: HumanEval 0-shot and MBPP 3-shot at temperature 0.2, 512 new tokens)
 temperature = 0.2
 max_new_tokens = 512
+mbpp_sampled = True    # card 002 samples MBPP too; eval.py names that pass@k as its own (lm-eval's mbpp is greedy)
 eval_tasks = "humaneval,mbpp,gsm8k,wikitext2,arc_easy,arc_challenge,hellaswag"

@@ -6,7 +6,7 @@
 #   python sample.py --out_dir=out/tiny_sft --chat=True
 
 # model: pycraft's flags at a size a 2-core CPU trains in minutes
-# (2.48M parameters: about 6 min end to end on 2 cores, README "Measured"; d=128 and vocab 2,048 would be 1.3M)
+# (2.48M parameters: minutes end to end on 2 cores, BENCHMARKS.md; d=128 and vocab 2,048 would be 1.3M)
 n_layer = 4
 n_embd = 160
 n_head = 4                 # head_dim 40

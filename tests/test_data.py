@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import bpe  # noqa: E402
 import data  # noqa: E402
+import files  # noqa: E402
 from configurator import UserError  # noqa: E402
 
 SPECIALS = [data.EOT, data.FIM_PREFIX, data.FIM_MIDDLE, data.FIM_SUFFIX, data.PAD]
@@ -192,7 +193,7 @@ def test_train_bpe_user_errors():
 
 
 def test_data_prep_imports_no_torch():
-    # torch was 2.5 s of data.py's 2.85 s import, and preparing data needs none of it (issue 14)
+    # torch is most of the import time of anything that imports it, and preparing data needs none of it
     # nor does training a tokenizer, counting in forked processes included
     code = ("import bpe, data, sys; data.load_tokenizer('cl100k_base'); bpe.train_bpe(['ab ab', 'ba ba'], 258, "
             "verbose=False, num_proc=2); assert 'torch' not in sys.modules")
@@ -534,7 +535,7 @@ def english_corpus(megabytes):
     """English-like text made on the machine, cached: the docstrings and comments of every .py file of the standard
     library and site-packages plus their .txt/.rst/.md files (111 MB on the dev machine), then the text of HTML
     documentation on disk (tags stripped: the Rust docs under ~/.rustup, /usr/share/doc) until `megabytes`."""
-    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    path = files.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
     if path.is_file():
         return path.read_text().split("\x00")
     prose = regex.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'|^[ \t]*#+ ?([^\n]*)$', regex.S | regex.M)
@@ -544,9 +545,9 @@ def english_corpus(megabytes):
              "/usr/share/doc"]
     docs, seen, size = [], set(), 0
     for root in roots:
-        for folder, dirs, files in os.walk(root):
+        for folder, dirs, names in os.walk(root):
             dirs.sort()
-            for f in sorted(files):
+            for f in sorted(names):
                 if not f.endswith((".py", ".txt", ".rst", ".md", ".html")):
                     continue
                 try:
@@ -594,7 +595,7 @@ import sys, time
 sys.path.insert(0, sys.argv[3])
 import hashlib, tiktoken
 try:
-    import bpe  # BENCH_BEFORE may name a checkout from before the trainer moved out of data.py
+    import bpe  # BENCH_BEFORE may name a checkout where the trainer lives in data.py
 except ImportError:
     import data as bpe
 texts = [t.decode() for t in open(sys.argv[2], "rb").read().split(b"\\x00")]
@@ -616,13 +617,13 @@ print(seconds, sum(len(t.encode()) for t in sample) / sum(map(len, enc.encode_or
 
 @pytest.mark.benchmark
 def test_benchmark_bpe_against_rustbpe():
-    """Issue 14: picochat's setting (vocab 65,536, nanochat's split) on 200 MB of English-like text, against rustbpe
+    """picochat's setting (vocab 65,536, nanochat's split) on 200 MB of English-like text, against rustbpe
     (nanochat's trainer, Rust, counting on all cores). Alternating runs, medians of 5 pairs; each in a fresh process.
     BENCH_BEFORE=<a checkout of an older commit> adds that commit's train_bpe to each round, to measure a change."""
     pytest.importorskip("rustbpe", reason="the reference trainer: pip install rustbpe")
     megabytes = int(os.environ.get("BENCH_MB", 200))
     english_corpus(megabytes)
-    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
+    path = files.CACHE_DIR / "bench" / f"english_{megabytes}mb.txt"
     trainers = {"ours": ("ours", ROOT), "rustbpe": ("rustbpe", ROOT)}
     if os.environ.get("BENCH_BEFORE"):
         trainers["before"] = ("ours", Path(os.environ["BENCH_BEFORE"]).resolve())
@@ -712,7 +713,7 @@ def alternate(commands, pairs):
 
 @pytest.mark.benchmark
 def test_benchmark_prepare_against_raw_tiktoken(tmp_path):
-    """Issue 14: `data.py --dataset=stdlib_python --tokenizer=cl100k_base`, end to end, against reading the same
+    """`data.py --dataset=stdlib_python --tokenizer=cl100k_base`, end to end, against reading the same
     files, tiktoken's encode_ordinary_batch and writing the uint32 file; tokens/s of each whole process."""
     threads = os.cpu_count()
     times = alternate({"data.py": [sys.executable, "data.py", "--dataset=stdlib_python", "--tokenizer=cl100k_base",
@@ -729,11 +730,11 @@ def test_benchmark_prepare_against_raw_tiktoken(tmp_path):
 
 @pytest.mark.benchmark
 def test_benchmark_prepare_scales_with_num_proc(tmp_path):
-    """Issue 14: a FineWeb-like parquet (a text column) made from the English-like corpus above, prepared with
+    """A FineWeb-like parquet (a text column) made from the English-like corpus above, prepared with
     cl100k_base at num_proc=1 and 2, alternating."""
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     megabytes = int(os.environ.get("BENCH_MB", 200))
-    path = data.CACHE_DIR / "bench" / f"english_{megabytes}mb.parquet"
+    path = files.CACHE_DIR / "bench" / f"english_{megabytes}mb.parquet"
     if not path.is_file():
         pq.write_table(pa.table({"text": english_corpus(megabytes)}), path)
     commands = {n: [sys.executable, "data.py", f"--dataset=files:{path}", "--tokenizer=cl100k_base", f"--num_proc={n}",
@@ -781,7 +782,7 @@ def test_jsonl_that_is_not_utf8_is_one_clear_error(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes('{"text": "café"}\n'.encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
-        list(data.read_jsonl(path))
+        list(files.read_jsonl(path))
 
 
 def test_dataset_sources_name_folders_and_weights():
@@ -790,9 +791,3 @@ def test_dataset_sources_name_folders_and_weights():
     assert data.dataset_sources("files:~/notes/", "d") == [("files:~/notes/", Path("d/files_notes"), 1.0)]
     with pytest.raises(UserError, match="weight"):
         data.dataset_sources("code:lots", "d")
-
-
-def test_bins_prepared_under_the_old_filters_name_still_match():
-    """filters="card001" was renamed "code_quality" (issue 13): such bins are not refused as other settings."""
-    assert data.differing_settings({"filters": "card001"}, {"filters": "code_quality"}, ["filters"]) == ""
-    assert data.differing_settings({"filters": "none"}, {"filters": "code_quality"}, ["filters"]) != ""

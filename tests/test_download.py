@@ -1,4 +1,4 @@
-"""data.download against a local HTTP server: streaming, resume with Range, cache hits, HTTP errors."""
+"""files.download against a local HTTP server: streaming, resume with Range, cache hits, HTTP errors."""
 
 import http.server
 import os
@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
+import files  # noqa: E402
 from configurator import UserError  # noqa: E402
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several 1 MiB chunks, and not a multiple of one
@@ -61,7 +62,7 @@ def server():
 
 
 def test_streams_to_file(server, tmp_path):
-    path = data.download(f"{server.url}/file.bin", tmp_path / "sub" / "file.bin", desc="test")
+    path = files.download(f"{server.url}/file.bin", tmp_path / "sub" / "file.bin", desc="test")
     assert path == tmp_path / "sub" / "file.bin"
     assert path.read_bytes() == PAYLOAD
     assert not (tmp_path / "sub" / "file.bin.part").exists()
@@ -70,8 +71,8 @@ def test_streams_to_file(server, tmp_path):
 
 def test_cache_hit_makes_no_request(server, tmp_path):
     dest = tmp_path / "file.bin"
-    data.download(f"{server.url}/file.bin", dest)
-    data.download(f"{server.url}/file.bin", dest)
+    files.download(f"{server.url}/file.bin", dest)
+    files.download(f"{server.url}/file.bin", dest)
     assert len(server.log) == 1
 
 
@@ -79,19 +80,19 @@ def test_resume_after_a_cut(server, tmp_path):
     dest = tmp_path / "file.bin"
     server.drops = 1
     with pytest.raises(UserError, match="run the same command again to resume"):
-        data.download(f"{server.url}/file.bin", dest, retries=0)
+        files.download(f"{server.url}/file.bin", dest, retries=0)
     part = tmp_path / "file.bin.part"
     have = part.stat().st_size
     assert 0 < have < len(PAYLOAD) and not dest.exists()
     assert PAYLOAD.startswith(part.read_bytes())
-    data.download(f"{server.url}/file.bin", dest, retries=0)  # the second call asks only for the rest
+    files.download(f"{server.url}/file.bin", dest, retries=0)  # the second call asks only for the rest
     assert server.log[-1][1] == f"bytes={have}-"
     assert dest.read_bytes() == PAYLOAD and not part.exists()
 
 
 def test_retries_resume_within_one_call(server, tmp_path):
     server.drops = 2
-    path = data.download(f"{server.url}/file.bin", tmp_path / "file.bin")
+    path = files.download(f"{server.url}/file.bin", tmp_path / "file.bin")
     assert path.read_bytes() == PAYLOAD
     assert [r for _, r, _ in server.log][0] is None and all(r.startswith("bytes=") for _, r, _ in server.log[1:])
     assert len(server.log) == 3
@@ -100,14 +101,14 @@ def test_retries_resume_within_one_call(server, tmp_path):
 @pytest.mark.parametrize("path, message", [("/missing", "HTTP 404"), ("/gated", "HF_TOKEN")])
 def test_http_error_is_one_clear_user_error(server, tmp_path, path, message):
     with pytest.raises(UserError, match=message) as info:
-        data.download(f"{server.url}{path}", tmp_path / "x")
+        files.download(f"{server.url}{path}", tmp_path / "x")
     assert "\n" not in info.value.message
     assert not (tmp_path / "x").exists()
 
 
 def test_hf_token_is_sent_to_the_hub_only(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "secret")
-    data.download(f"{server.url}/file.bin", tmp_path / "a")
+    files.download(f"{server.url}/file.bin", tmp_path / "a")
     assert server.log[-1][2] is None  # not a huggingface.co URL: the token stays home
-    data.download(f"{server.url}/file.bin", tmp_path / "b", headers={"Authorization": "Bearer mine"})
+    files.download(f"{server.url}/file.bin", tmp_path / "b", headers={"Authorization": "Bearer mine"})
     assert server.log[-1][2] == "Bearer mine"

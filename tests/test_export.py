@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import configurator
 import bpe
 import data
 import export
+import files
 import hf
 import sft
 from configurator import UserError
@@ -251,6 +253,20 @@ def test_chat_template_gives_render_prompts_ids(template, enc, cl100k_dir, tmp_p
     if template == "parchment":
         assert stop[0] == 100257 and tok.pad_token == "<|endofprompt|>"
 
+
+def test_special_token_text_in_a_message_is_a_control_token_only_under_apply_chat_template(enc, tmp_path):
+    """Where the two renderings part: a message that spells a special token. Hugging Face's tokenizer finds added
+    tokens anywhere in the rendered text, so the user's "<|endoftext|>" becomes the control token (a user can end a
+    turn early); render_prompt encodes what a message says as text, as sft.py trained on it."""
+    from transformers import AutoTokenizer
+    export.write_tokenizer(enc, tmp_path, "user_assistant", 1024)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    conv = [{"role": "user", "content": "What does <|endoftext|> mean?"}]
+    theirs = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    ours = sft.render_prompt("user_assistant", conv, enc)
+    eot = enc.encode_single_token("<|endoftext|>")
+    assert eot in theirs and eot not in ours and enc.decode(theirs) == enc.decode(ours)
+
 # -----------------------------------------------------------------------------
 # import: a hub repo over HTTP, and train.py / sft.py continuing from a Hugging Face folder
 
@@ -267,8 +283,8 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(tmp_path / "site")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setitem(data.URLS, "hf_model_file", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
-        monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+        monkeypatch.setitem(files.URLS, "hf_model_file", f"http://127.0.0.1:{server.server_address[1]}/{{repo}}/resolve/main/{{path}}")
+        monkeypatch.setattr(files, "CACHE_DIR", tmp_path / "cache")
         back, _, info = hf.load_hf("someone/tiny")
         assert Path(info["folder"]) == tmp_path / "cache" / "hf" / "someone" / "tiny"
         assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items() if "wte" not in k and "lm_head" not in k)
@@ -291,6 +307,47 @@ def test_hub_repo_is_downloaded_then_loaded(enc, tmp_path, monkeypatch):
         server.server_close()
 
 
+def damage(weights, how):
+    """model.safetensors cut short (4 bytes, 100 bytes: inside the header, mid-tensor) or with a header that is
+    not JSON; returns the file."""
+    raw = weights.read_bytes()
+    start = 8 + int.from_bytes(raw[:8], "little")  # the tensors begin after the length and the JSON header
+    weights.write_bytes({"4 bytes": raw[:4], "100 bytes": raw[:100],
+                         "mid-tensor": raw[:start + (len(raw) - start) // 2],
+                         "header not JSON": raw[:8] + b"\xff" * (start - 8) + raw[start:]}[how])
+    return weights
+
+
+@pytest.mark.parametrize("how", ["4 bytes", "100 bytes", "mid-tensor", "header not JSON"])
+def test_a_damaged_safetensors_file_is_one_clear_error(how, enc, tmp_path):
+    out = export.export(random_model(preset_flags("pycraft_55m", enc.n_vocab)), enc, tmp_path / "hf")
+    damage(out / "model.safetensors", how)
+    with pytest.raises(UserError) as info:
+        hf.load_hf(str(out))
+    message = info.value.message
+    assert message.startswith(f"{out / 'model.safetensors'} is damaged or incomplete (") and "\n" not in message
+    assert message.endswith("; download or export it again")
+
+
+def test_weights_of_another_shape_than_config_json_gives_are_one_clear_error(enc, tmp_path):
+    out = export.export(random_model(preset_flags("pycraft_55m", enc.n_vocab)), enc, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    config["intermediate_size"] *= 2  # an edited config.json, or weights copied from another model
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"the weights do not match its config.json \(size mismatch for "):
+        hf.load_hf(str(out))
+
+
+def test_a_truncated_download_ends_sft_with_one_line(enc, tmp_path):
+    out = export.export(random_model(preset_flags("pycraft_55m", enc.n_vocab)), enc, tmp_path / "hf")
+    damage(out / "model.safetensors", "mid-tensor")
+    r = subprocess.run([sys.executable, "sft.py", f"--init_from=hf:{out}", f"--out_dir={tmp_path / 'sft'}",
+                        "--sft_data=simplemath:40", "--device=cpu", "--dtype=float32"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "is damaged or incomplete (tensor " in r.stderr
+
+
 def test_train_and_sft_continue_from_a_hugging_face_folder(tmp_path):
     import train
     data.prepare({"dataset": "stdlib_python", "data_dir": str(tmp_path / "data"), "max_chars": 60_000, "tokenizer": "bpe",
@@ -305,7 +362,7 @@ def test_train_and_sft_continue_from_a_hugging_face_folder(tmp_path):
     out = export.main()
     card = (out / "README.md").read_text()
     assert "Qwen3ForCausalLM" in card and "val loss" in card and "stdlib_python" in card
-    base, _, _ = train.load_checkpoint(tmp_path / "base")
+    base, _, _ = checkpoint.load_checkpoint(tmp_path / "base")
     imported, _, _ = hf.load_hf(str(out))
     assert all(torch.equal(imported.state_dict()[k], v) for k, v in base.state_dict().items())
     # continue pretraining: the data's tokenizer hash must match the imported one (check_meta in train.main)
@@ -313,7 +370,7 @@ def test_train_and_sft_continue_from_a_hugging_face_folder(tmp_path):
     assert train.main()["iters"] == 1
     summary = sft.main([f"--init_from=hf:{out}", f"--out_dir={tmp_path / 'sft'}", "--sft_data=simplemath:40",
                         "--max_iters=1", "--batch_size=2", "--eval_iters=1", "--device=cpu", "--dtype=float32"])
-    assert summary["iters"] == 1 and train.read_checkpoint(tmp_path / "sft")["chat_template"] == "user_assistant"
+    assert summary["iters"] == 1 and checkpoint.read_checkpoint(tmp_path / "sft")["chat_template"] == "user_assistant"
 
 # -----------------------------------------------------------------------------
 # measurements: python -m pytest -m benchmark -s tests/test_export.py

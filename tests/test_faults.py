@@ -1,7 +1,7 @@
 """Faults a careful user meets: nothing is lost, nothing trains silently wrong, every mistake is one line.
 
-One test (or a parametrized family) per item of issue 12, numbered as there. Every run is tiny: one layer,
-n_embd 32, a few steps on a 16-token context."""
+One section per kind of fault, each a test or a parametrized family. Every run is tiny: one layer, n_embd 32,
+a few steps on a 16-token context."""
 
 import json
 import os
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import configurator
 import data
 import sample
@@ -82,14 +83,14 @@ def refused(fn, *a, **kw):
     return e.value.message
 
 
-# 1. tokenizer identity, end to end ------------------------------------------------------------------------
+# tokenizer identity, end to end ------------------------------------------------------------------------
 
-def test_1_checkpoint_records_its_tokenizer(trained, data_dir):
+def test_checkpoint_records_its_tokenizer(trained, data_dir):
     ckpt = torch.load(trained / "ckpt.pt", weights_only=True)
     assert ckpt["tokenizer"]["hash"] == data.read_meta(data_dir / "stdlib_python")["tokenizer_hash"]
 
 
-def test_1_resume_on_data_of_another_tokenizer_is_refused_and_keeps_the_tokenizer(trained, other_data_dir, tmp_path):
+def test_resume_on_data_of_another_tokenizer_is_refused_and_keeps_the_tokenizer(trained, other_data_dir, tmp_path):
     out = copy_run(trained, tmp_path)
     before = (out / "tokenizer.tiktoken").read_bytes()
     message = refused(run, args(other_data_dir, out, "--max_iters=6", "--init_from=resume"))
@@ -97,19 +98,19 @@ def test_1_resume_on_data_of_another_tokenizer_is_refused_and_keeps_the_tokenize
     assert (out / "tokenizer.tiktoken").read_bytes() == before
 
 
-def test_1_a_later_stage_on_data_of_another_tokenizer_is_refused(trained, other_data_dir, tmp_path):
+def test_a_later_stage_on_data_of_another_tokenizer_is_refused(trained, other_data_dir, tmp_path):
     message = refused(run, args(other_data_dir, tmp_path / "stage2", "--max_iters=2", f"--init_from={trained}"))
     assert "bpe300" in message and "bpe320" in message
 
 
-def test_1_a_rank_file_missing_a_line_is_refused(trained, tmp_path):
+def test_a_rank_file_missing_a_line_is_refused(trained, tmp_path):
     out = copy_run(trained, tmp_path)
     lines = (out / "tokenizer.tiktoken").read_bytes().splitlines(keepends=True)
     (out / "tokenizer.tiktoken").write_bytes(b"".join(lines[:300] + lines[301:]))
     assert "does not match" in refused(data.load_tokenizer, out)
 
 
-def test_1_a_tokenizer_of_the_same_size_swapped_in_is_refused(trained, tmp_path):
+def test_a_tokenizer_of_the_same_size_swapped_in_is_refused(trained, tmp_path):
     out = copy_run(trained, tmp_path)
     enc = data.load_tokenizer(out)
     ranks = dict(enc._mergeable_ranks)
@@ -118,16 +119,16 @@ def test_1_a_tokenizer_of_the_same_size_swapped_in_is_refused(trained, tmp_path)
     swapped = data.tiktoken.Encoding(name=enc.name, pat_str=enc._pat_str, mergeable_ranks=ranks,
                                      special_tokens=enc._special_tokens)
     data.save_tokenizer(swapped, out)
-    assert "is not the one the checkpoint was trained with" in refused(train.load_checkpoint, out)
+    assert "is not the one the checkpoint was trained with" in refused(checkpoint.load_checkpoint, out)
 
 
-def test_1_sampling_an_id_the_tokenizer_lacks_is_one_line(trained):
+def test_sampling_an_id_the_tokenizer_lacks_is_one_line(trained):
     enc = data.load_tokenizer(trained)
     stream = sample.TextStream(enc)
     assert "does not have" in refused(stream.add, enc.n_vocab)
 
 
-# 2. a NaN in the weights never replaces the last good checkpoint ------------------------------------------
+# a NaN in the weights never replaces the last good checkpoint ------------------------------------------
 
 class PoisonAt(torch.nn.Module):
     """Wraps a GPT; at training call `at` a NaN lands in lm_head, as a bad step with a huge LR would put it."""
@@ -162,7 +163,7 @@ def loop(data_dir, out_dir, **kw):
     return cfg, model, data.load_tokenizer(folder), loaders
 
 
-def test_2_nan_weights_are_not_saved_over_the_last_good_checkpoint(data_dir, tmp_path):
+def test_nan_weights_are_not_saved_over_the_last_good_checkpoint(data_dir, tmp_path):
     cfg, model, enc, loaders = loop(data_dir, tmp_path, max_iters=8, eval_interval=2)
     message = refused(train.train, cfg, PoisonAt(model, at=3), enc, loaders)
     assert "NaN or inf" in message and "last good checkpoint" in message
@@ -170,9 +171,9 @@ def test_2_nan_weights_are_not_saved_over_the_last_good_checkpoint(data_dir, tmp
     assert ckpt["iter_num"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-# 3. data.py builds beside the old bins and never replaces bins made with other settings -------------------
+# data.py builds beside the old bins and never replaces bins made with other settings -------------------
 
-def test_3_a_failure_mid_build_leaves_the_old_bins_and_no_temp_files(tmp_path):
+def test_a_failure_mid_build_leaves_the_old_bins_and_no_temp_files(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     docs = [{"text": f"def f{i}(x):\n    return x * {i}\n" * 20} for i in range(60)]
@@ -188,7 +189,7 @@ def test_3_a_failure_mid_build_leaves_the_old_bins_and_no_temp_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".files_src.lock", "files_src"]
 
 
-def test_3_bins_made_with_other_settings_are_not_replaced(data_dir):
+def test_bins_made_with_other_settings_are_not_replaced(data_dir):
     meta = (data_dir / "stdlib_python" / "meta.json").read_bytes()
     for typo in ({"tokenizer": "cl100k_bse"}, {"vocab_size": 300}, {"filters": "card01"}):
         message = refused(prepare, data_dir, **{"vocab_size": 320, **typo})
@@ -196,22 +197,22 @@ def test_3_bins_made_with_other_settings_are_not_replaced(data_dir):
     assert (data_dir / "stdlib_python" / "meta.json").read_bytes() == meta
 
 
-def test_3_train_refuses_bins_another_recipe_made(data_dir, tmp_path):
-    # issue 11: tiny's recipe (BPE 4096, five specials) must not train on these bins (BPE 320) without a word
+def test_train_refuses_bins_another_recipe_made(data_dir, tmp_path):
+    # tiny's recipe (BPE 4096, five specials) must not train on these bins (BPE 320) without a word
     message = refused(run, [f"--data_dir={data_dir}", "--preset=tiny", f"--out_dir={tmp_path}", "--max_iters=1"])
     assert "vocab_size 320 -> 4096" in message and "--data_name=" in message
 
 
-# 4. resume under another world size ------------------------------------------------------------------------
+# resume under another world size ------------------------------------------------------------------------
 
-def test_4_resume_with_another_number_of_processes_is_refused(trained, data_dir, tmp_path, monkeypatch):
+def test_resume_with_another_number_of_processes_is_refused(trained, data_dir, tmp_path, monkeypatch):
     out = copy_run(trained, tmp_path)
     monkeypatch.setattr(train, "init_distributed", lambda: (False, 0, 0, 2))
     message = refused(run, args(data_dir, out, "--max_iters=6", "--init_from=resume"))
     assert "saved by 1 process(es) and this run has 2" in message
 
 
-# 5. every numeric setting has a range, checked before any work starts --------------------------------------
+# every numeric setting has a range, checked before any work starts --------------------------------------
 
 import eval as evaluate  # noqa: E402  (after the others: eval imports sample)
 
@@ -227,25 +228,25 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("module,arg", BAD_VALUES, ids=[a for _, a in BAD_VALUES])
-def test_5_a_value_out_of_range_is_refused_at_configure(module, arg):
+def test_a_value_out_of_range_is_refused_at_configure(module, arg):
     key = arg[2:].split("=")[0]
     message = refused(configurator.configure, vars(module), [arg])
     assert message.startswith(f"{key}=") and ("must be" in message or "is not one of" in message)
 
 
-def test_5_a_source_capped_at_zero_is_refused():
+def test_a_source_capped_at_zero_is_refused():
     assert "asks for no conversations" in refused(sft.load_conversations, "simplemath:0",
                                                   {"seed": 1, "max_examples": 0, "simplemath_max": 9})
 
 
 @pytest.mark.parametrize("extra,words", [(["--n_embd=1000000"], "GiB"), (["--batch_size=100000000"], "GiB")])
-def test_5_a_run_that_cannot_fit_in_memory_is_refused_before_allocating(data_dir, tmp_path, extra, words):
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_allocating(data_dir, tmp_path, extra, words):
     assert words in refused(run, args(data_dir, tmp_path, "--max_iters=1", *extra))
 
 
-# 6. resume with changed settings ---------------------------------------------------------------------------
+# resume with changed settings ---------------------------------------------------------------------------
 
-def test_6_resume_says_what_changed_and_refuses_what_cannot(trained, data_dir, tmp_path, capsys):
+def test_resume_says_what_changed_and_refuses_what_cannot(trained, data_dir, tmp_path, capsys):
     out = copy_run(trained, tmp_path)
     assert "seed=7" in refused(run, args(data_dir, out, "--max_iters=6", "--init_from=resume", "--seed=7"))
     assert "another architecture: n_layer=2" in refused(
@@ -258,18 +259,9 @@ def test_6_resume_says_what_changed_and_refuses_what_cannot(trained, data_dir, t
     assert "learning_rate 0.003 -> 0.001" in said and "max_iters 4 -> 6" in said
 
 
-def test_6_a_run_keeps_its_vocabulary_padding_when_the_preset_changes_it(trained, data_dir, tmp_path):
-    """parchment_166m's preset began padding its embedding rows (issue 14): runs saved before still resume."""
-    out = copy_run(trained, tmp_path)
-    run(args(data_dir, out, "--max_iters=5", "--init_from=resume", "--pad_vocab_multiple=128"))
-    ckpt = train.read_checkpoint(out)
-    assert ckpt["iter_num"] == 5 and ckpt["model_config"]["pad_vocab_multiple"] == 1
-    assert ckpt["model"]["wte.weight"].shape[0] == ckpt["model_config"]["vocab_size"]
+# one out_dir (or data folder), one run ------------------------------------------------------------------
 
-
-# 7. one out_dir (or data folder), one run ------------------------------------------------------------------
-
-def test_7_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(data_dir, tmp_path):
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(data_dir, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         "for path in sys.argv[1:]:\n"
@@ -288,9 +280,9 @@ def test_7_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(data_dir
     run(args(data_dir, tmp_path, "--max_iters=2"))  # the lock dies with its process
 
 
-# 8. atomic rewrites, a torn metrics line, kills during resume ----------------------------------------------
+# atomic rewrites, a torn metrics line, kills during resume ----------------------------------------------
 
-def test_8_a_torn_last_metrics_line_is_tolerated(trained, data_dir, tmp_path):
+def test_a_torn_last_metrics_line_is_tolerated(trained, data_dir, tmp_path):
     out = copy_run(trained, tmp_path)
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"iter": 5, "lo')  # a kill mid-write
@@ -298,7 +290,7 @@ def test_8_a_torn_last_metrics_line_is_tolerated(trained, data_dir, tmp_path):
     assert [r["iter"] for r in rows(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_8_a_crash_while_rewriting_metrics_loses_no_row(trained, data_dir, tmp_path, monkeypatch):
+def test_a_crash_while_rewriting_metrics_loses_no_row(trained, data_dir, tmp_path, monkeypatch):
     out = copy_run(trained, tmp_path)
     before = (out / "metrics.jsonl").read_text()
 
@@ -306,7 +298,7 @@ def test_8_a_crash_while_rewriting_metrics_loses_no_row(trained, data_dir, tmp_p
         raise KeyboardInterrupt  # the process dies before the rename
     monkeypatch.setattr(os, "replace", dies)
     with pytest.raises(KeyboardInterrupt):
-        train.open_metrics(out / "metrics.jsonl", 4)
+        checkpoint.open_metrics(out / "metrics.jsonl", 4)
     assert (out / "metrics.jsonl").read_text() == before
     with pytest.raises(KeyboardInterrupt):
         data.save_tokenizer(data.load_tokenizer(out), out)
@@ -314,7 +306,7 @@ def test_8_a_crash_while_rewriting_metrics_loses_no_row(trained, data_dir, tmp_p
     data.load_tokenizer(out)  # the old files, whole
 
 
-def test_8_kills_during_resume_lose_nothing(data_dir, tmp_path):
+def test_kills_during_resume_lose_nothing(data_dir, tmp_path):
     """SIGKILL a resuming run at several moments of its start (while it rewrites metrics.jsonl and the
     tokenizer); after every kill the files load, and the final run equals an uninterrupted one."""
     common = [a for a in args(data_dir, "x", "--max_iters=6", "--lr_decay_iters=6") if not a.startswith("--out_dir")]
@@ -333,16 +325,16 @@ def test_8_kills_during_resume_lose_nothing(data_dir, tmp_path):
         assert proc.returncode == -signal.SIGKILL
         # every row parses and none is lost (the kill may land after step 5 was logged)
         assert [r["iter"] for r in rows(cut) if "loss" in r][:4] == [1, 2, 3, 4]
-        train.load_checkpoint(cut)  # weights and tokenizer load and agree
+        checkpoint.load_checkpoint(cut)  # weights and tokenizer load and agree
         survived += 1
     run([f"--out_dir={cut}", "--init_from=resume", *common])
     losses = lambda d: [(r["iter"], r.get("loss"), r.get("val_loss")) for r in rows(d) if "iter" in r]
     assert survived == 3 and losses(cut) == losses(whole)
 
 
-# 9. a full disk: one line naming the disk and the space needed, no temp file left --------------------------
+# a full disk: one line naming the disk and the space needed, no temp file left --------------------------
 
-def test_9_disk_full_during_a_save_and_during_data_prep(data_dir, tmp_path):
+def test_disk_full_during_a_save_and_during_data_prep(data_dir, tmp_path):
     if not shutil.which("unshare"):
         pytest.skip("needs unshare(1) to mount a small tmpfs")
     probe = subprocess.run(["unshare", "--user", "--mount", "--map-root-user", "sh", "-c",
@@ -352,10 +344,10 @@ def test_9_disk_full_during_a_save_and_during_data_prep(data_dir, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     script = (
-        "import os, sys, torch, data, train\n"
+        "import os, sys, torch, checkpoint, data\n"
         "disk = sys.argv[1]\n"
         "try:\n"
-        "    train.save_checkpoint(disk, {'model': {'w': torch.zeros(200_000)}})\n"
+        "    checkpoint.save_checkpoint(disk, {'model': {'w': torch.zeros(200_000)}})\n"
         "except SystemExit as e:\n"
         "    print('SAVE', e, os.listdir(disk))\n"
         "try:\n"
@@ -373,7 +365,7 @@ def test_9_disk_full_during_a_save_and_during_data_prep(data_dir, tmp_path):
     assert "is full" in prep and "unchanged" in prep and prep.endswith("['.stdlib_python.lock']")
 
 
-# 10. corrupt inputs are one line ---------------------------------------------------------------------------
+# corrupt inputs are one line ---------------------------------------------------------------------------
 
 class Payload:
     def __reduce__(self):
@@ -405,7 +397,7 @@ def entry_points(folder, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "garbage", "pickle"])
-def test_10_a_corrupt_checkpoint_is_one_line_in_every_entry_point(trained, data_dir, tmp_path, kind):
+def test_a_corrupt_checkpoint_is_one_line_in_every_entry_point(trained, data_dir, tmp_path, kind):
     folder = copy_run(trained, tmp_path)
     corrupt(folder, kind)
     for name, call in entry_points(folder, data_dir, tmp_path).items():
@@ -416,7 +408,7 @@ def test_10_a_corrupt_checkpoint_is_one_line_in_every_entry_point(trained, data_
             assert "truncated or corrupt" in message, name
 
 
-def test_10_token_ids_out_of_range_in_a_bin_are_one_line(data_dir, tmp_path):
+def test_token_ids_out_of_range_in_a_bin_are_one_line(data_dir, tmp_path):
     folder = Path(shutil.copytree(data_dir / "stdlib_python", tmp_path / "d"))
     ids = data.np.memmap(folder / "train.bin", dtype=data.np.uint16, mode="r+")
     ids[:] = 4000  # meta.json still says the ids stay below 320
@@ -425,7 +417,7 @@ def test_10_token_ids_out_of_range_in_a_bin_are_one_line(data_dir, tmp_path):
     assert "token id 4,000" in refused(loader.next_batch)
 
 
-def test_10_bad_device_dataset_and_prompt_are_one_line(trained, tmp_path):
+def test_bad_device_dataset_and_prompt_are_one_line(trained, tmp_path):
     assert "not one of auto, cpu" in refused(train.setup_device, "tpu")
     if not torch.backends.mps.is_available():
         assert "no Apple GPU" in refused(train.setup_device, "mps")
@@ -436,9 +428,9 @@ def test_10_bad_device_dataset_and_prompt_are_one_line(trained, tmp_path):
     assert "is empty" in refused(sample.main)
 
 
-# 11. a preset is a name in config/ -------------------------------------------------------------------------
+# a preset is a name in config/ -------------------------------------------------------------------------
 
-def test_11_a_preset_path_outside_config_is_never_executed(tmp_path):
+def test_a_preset_path_outside_config_is_never_executed(tmp_path):
     evil = tmp_path / "evil.py"
     marker = tmp_path / "ran"
     evil.write_text(f"open({str(marker)!r}, 'w').close()\n")
@@ -448,7 +440,7 @@ def test_11_a_preset_path_outside_config_is_never_executed(tmp_path):
     assert not marker.exists()
 
 
-# 12. the GradScaler's overflow skips are its own ----------------------------------------------------------
+# the GradScaler's overflow skips are its own ----------------------------------------------------------
 
 class OverflowAt(PoisonAt):
     """At the chosen training calls the gradients become inf while the loss stays finite: an fp16 overflow."""
@@ -462,7 +454,7 @@ class OverflowAt(PoisonAt):
         return logits, loss
 
 
-def test_12_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(data_dir, tmp_path, fp16_autocast):
+def test_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(data_dir, tmp_path, fp16_autocast):
     cfg, model, enc, loaders = loop(data_dir, tmp_path, max_iters=10, eval_interval=10, dtype="float16",
                                     max_skips_in_row=3)
     summary = train.train(cfg, OverflowAt(model, at=set(range(2, 7))), enc, loaders)
@@ -470,9 +462,9 @@ def test_12_grad_scaler_overflows_are_counted_apart_and_do_not_stop_the_run(data
     assert [r["iter"] for r in rows(tmp_path) if "scaler_skip" in r] == [2, 3, 4, 5, 6]
 
 
-# 13. resuming a finished run reports its final evaluation --------------------------------------------------
+# resuming a finished run reports its final evaluation --------------------------------------------------
 
-def test_13_resuming_a_finished_run_reports_the_final_eval(trained, data_dir, tmp_path):
+def test_resuming_a_finished_run_reports_the_final_eval(trained, data_dir, tmp_path):
     out = copy_run(trained, tmp_path)
     final = [r for r in rows(out) if "val_loss" in r][-1]
     summary = run(args(data_dir, out, "--max_iters=4", "--init_from=resume"))

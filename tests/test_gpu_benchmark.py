@@ -1,4 +1,4 @@
-"""The presets on a GPU (issue 14): tokens/s, MFU and peak memory from train.py's own log. Measurements, not
+"""The presets on a GPU: tokens/s, MFU and peak memory from train.py's own log. Measurements, not
 tests, deselected by default; they need a CUDA GPU:
 
     python -m pytest -m benchmark -s tests/test_gpu_benchmark.py
@@ -245,7 +245,7 @@ def test_where_the_parchment_step_goes(pad, compile):
             logits = logits.float() if fp32_copy else logits
             torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x.view(-1)).backward()
 
-    q = torch.randn(B, config.n_head, T, config.head_dim, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    q = torch.randn(B, config.n_head, T, config.head_size, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
 
     def rope_fp32():  # model.apply_rope before it rotated in q's dtype

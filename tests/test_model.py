@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ VARIANTS = {
     "nanochat": dict(pos="rope", norm="rmsnorm", norm_affine=False, mlp="relu2", qk_norm="after_rope",
                      tie_embeddings=False, bias=False, init="zero_out", logit_softcap=15.0, embed_norm=True),
     "padded_vocab": dict(pad_vocab_multiple=64),
+    # imported models' flags: heads wider than n_embd / n_head (Qwen3), q/k/v bias alone (Qwen2), Llama 3's RoPE scaling
+    "imported": dict(pos="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, head_dim=16, bias=False, qkv_bias=True,
+                     rope_scaling=8.0, rope_original_context=16),
 }
 
 
@@ -40,7 +44,7 @@ def make(variant, **kw):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_architecture_is_one_graph_for_torch_compile(variant):
-    """A graph break splits the compiled step and sends the code between graphs back to Python (issue 14)."""
+    """A graph break splits the compiled step and sends the code between graphs back to Python."""
     import torch._dynamo
     torch._dynamo.reset()
     idx = torch.randint(0, 97, (2, 16))
@@ -135,16 +139,25 @@ def reference_attention(attn, x, rope):
     v = v.repeat_interleave(attn.n_head // attn.n_kv, dim=1)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(attn.hs)
     scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, attn.n_head * attn.hs)
     return attn.c_proj(y)
 
 
-def test_gqa_matches_explicitly_repeated_kv():
-    model = make("pycraft")
+@pytest.mark.parametrize("variant", ["pycraft", "imported"])
+def test_gqa_matches_explicitly_repeated_kv(variant):
+    model = make(variant)
     attn = model.blocks[0].attn
     x = torch.randn(2, 12, 32)
     rope = (model.rope_cos[:12], model.rope_sin[:12])
     assert torch.allclose(attn(x, rope, None, 0), reference_attention(attn, x, rope), atol=1e-5)
+
+
+def test_head_dim_and_qkv_bias_shape_the_projections():
+    c = make("imported").config
+    attn = make("imported").blocks[0].attn
+    assert c.head_size == 16 and c.qkv_rows == [64, 32, 32] and attn.c_proj.weight.shape == (32, 64)
+    assert attn.qkv.bias is not None and attn.c_proj.bias is None and make("imported").blocks[0].mlp.c_fc.bias is None
+    assert GPTConfig(n_embd=48, n_head=4).head_size == 12  # 0: n_embd / n_head, as every preset
 
 
 def test_gqa_with_as_many_kv_heads_is_plain_mha():
@@ -154,7 +167,7 @@ def test_gqa_with_as_many_kv_heads_is_plain_mha():
 
 
 def test_rope_depends_only_on_relative_position():
-    cos, sin = rope_cache(64, 8, 10000.0)
+    cos, sin = rope_cache(GPTConfig(block_size=64, n_embd=8, n_head=1, pos="rope"))
     q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
     dot = lambda m, n: (apply_rope(q, cos[m:m + 1], sin[m:m + 1]) * apply_rope(k, cos[n:n + 1], sin[n:n + 1])).sum()
     assert torch.allclose(dot(3, 1), dot(40, 38), atol=1e-5)
@@ -166,7 +179,7 @@ def test_rope_in_bf16_is_transformers_llama_rotation_bit_for_bit():
     """Under autocast q and k are bf16; the rotation runs in bf16 as transformers' LLaMA runs it (its cos and sin
     are our halves repeated, cast to q's dtype)."""
     llama = pytest.importorskip("transformers.models.llama.modeling_llama", reason="pip install transformers")
-    cos, sin = rope_cache(32, 16, 10000.0)
+    cos, sin = rope_cache(GPTConfig(block_size=32, n_embd=16, n_head=1, pos="rope"))
     q, k = torch.randn(2, 4, 32, 16, dtype=torch.bfloat16), torch.randn(2, 2, 32, 16, dtype=torch.bfloat16)
     full = lambda t: torch.cat([t, t], dim=-1).to(torch.bfloat16)[None]  # noqa: E731  (1, T, hs)
     theirs = llama.apply_rotary_pos_emb(q, k, full(cos), full(sin))
@@ -223,7 +236,7 @@ def test_flops_per_token_by_hand():
     assert model.flops_per_token() == expected
 
 
-# (preset, expected parameters, tolerance): RECIPES.md's computed counts; pycraft ±2% per the card's 55.3M
+# (preset, expected parameters, tolerance): config/README.md's computed counts; pycraft ±2% per the card's 55.3M
 PRESET_SIZES = [("pycraft_55m", 55.3e6, 0.02), ("gpt2_50m", 50.9e6, 0.005), ("gpt2_150m", 123.6e6, 0.005),
                 ("gpt2_225m", 225.3e6, 0.005), ("smallcoder_303m", 302.0e6, 0.005),
                 ("parchment_166m", 161.97e6, 0.005), ("picochat_335m", 335.5e6, 0.005)]
@@ -231,18 +244,16 @@ PRESET_SIZES = [("pycraft_55m", 55.3e6, 0.02), ("gpt2_50m", 50.9e6, 0.005), ("gp
 
 @pytest.mark.parametrize("preset,expected,tol", PRESET_SIZES)
 def test_preset_parameter_counts(preset, expected, tol):
-    g = {"model_args": {}, "GPTConfig": GPTConfig}
-    configurator.configure(g, [f"--preset={preset}"])
+    cfg = configurator.configure({f.name: f.default for f in fields(GPTConfig)}, [f"--preset={preset}"])
     with torch.device("meta"):
-        model = GPT(GPTConfig(**g["model_args"]))
+        model = GPT(GPTConfig(**cfg))
     total, _ = model.num_params()
     assert abs(total - expected) / expected < tol, total
 
 
 def test_tiny_preset_is_small():
-    g = {"model_args": {}, "GPTConfig": GPTConfig}
-    configurator.configure(g, ["--preset=tiny"])
-    total, _ = GPT(GPTConfig(**g["model_args"])).num_params()
+    cfg = configurator.configure({f.name: f.default for f in fields(GPTConfig)}, ["--preset=tiny"])
+    total, _ = GPT(GPTConfig(**cfg)).num_params()
     assert 1e6 < total < 8e6
 
 
@@ -269,16 +280,17 @@ def test_config_errors_are_one_line(args, words):
     assert words in r.stderr
 
 
-def test_configure_twice_starts_from_defaults_and_prefix_stages():
-    g = {"learning_rate": 1.0, "batch_size": 2, "model_args": {}, "GPTConfig": GPTConfig}
-    configurator.configure(g, [], preset="parchment_166m")
-    assert g["learning_rate"] == 3e-4 and g["model_args"]["n_layer"] == 12
-    configurator.configure(g, [], prefix="sft_", preset="parchment_166m", batch_size=3)
+def test_a_command_line_starts_from_the_file_and_a_prefix_stages():
+    g = {"learning_rate": 1.0, "batch_size": 2, "n_layer": 2}
+    configurator.configure(g, ["--preset=parchment_166m"])
+    assert g["learning_rate"] == 3e-4 and g["n_layer"] == 12
+    configurator.configure(g, ["--preset=parchment_166m", "--batch_size=3"], prefix="sft_")
     assert g["learning_rate"] == 1e-4 and g["batch_size"] == 3  # sft_learning_rate wins under the sft_ prefix
     configurator.configure(g, [])
-    assert g["learning_rate"] == 1.0 and g["model_args"] == {}
+    assert g["learning_rate"] == 1.0 and g["n_layer"] == 2
     with pytest.raises(SystemExit):
         configurator.configure(g, ["--batch_size=2.5"])
+    assert g["batch_size"] == 2  # the refused value is not left behind
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
@@ -290,10 +302,3 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(idx, targets=idx)[1].backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
-
-
-def test_the_old_init_name_still_loads():
-    """init="gpt2" was renamed "scaled_residual" (issue 13): checkpoints and exports that carry the old name load."""
-    assert GPTConfig(n_layer=1, n_head=2, n_embd=16, init="gpt2").init == "scaled_residual"
-    with pytest.raises(configurator.UserError, match="init=.gpt3."):
-        GPTConfig(n_layer=1, n_head=2, n_embd=16, init="gpt3")

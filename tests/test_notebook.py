@@ -28,3 +28,26 @@ def test_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "done: 200 steps" in text and "done: 40 steps" in text and "Who are you? ->" in text
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert (tmp_path / "out/notebook/sft/ckpt.pt").is_file()
+
+
+# editing constants by hand, as a notebook does: every assignment takes effect or is refused, never dropped
+
+@pytest.fixture
+def fresh_train():
+    import configurator
+    import train
+    yield train
+    if "_defaults" in vars(train):
+        configurator.reset(vars(train))
+
+
+def test_configure_keeps_what_was_assigned_by_hand_and_the_preset(fresh_train):
+    train = fresh_train
+    train.configure(preset="tiny")
+    train.max_iters = 3
+    cfg = train.configure(batch_size=4)
+    assert cfg["max_iters"] == 3 and train.max_iters == 3 and cfg["batch_size"] == 4
+    assert cfg["preset"] == "tiny" and cfg["n_layer"] == 4 and cfg["learning_rate"] == 2e-3  # tiny's, not the file's
+    train.learning_rate = 1e-3
+    cfg = train.configure(preset="gpt2_50m")  # a new recipe: its values, and the hand edit made since the last call
+    assert cfg["preset"] == "gpt2_50m" and cfg["learning_rate"] == 1e-3 and cfg["n_layer"] != 4

@@ -1,4 +1,4 @@
-"""Every preset's whole recipe at toy size (dryrun.py), and the traps a new user met on the way (issue 11)."""
+"""Every preset's whole recipe at toy size (dryrun.py), and the traps a new user meets on the way."""
 
 import json
 import signal
@@ -15,6 +15,7 @@ import configurator
 import data
 import dryrun
 import eval as evaluate
+import files
 import sample
 import sft
 import train
@@ -29,7 +30,8 @@ def file_defaults_afterwards():
     """configure() sets module globals; the tests after these must find each script as its file sets it."""
     yield
     for module in (data, train, sft, sample, evaluate, dryrun):
-        module.configure()
+        if "_defaults" in vars(module):
+            configurator.reset(vars(module))
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,7 @@ def test_dry_run_picochat(tmp_path, monkeypatch):
 
 
 # -----------------------------------------------------------------------------
-# the traps (issue 11's defects), each checked directly
+# the traps, each checked directly
 
 
 def test_sft_checkpoint_names_the_data_it_descends_from(tmp_path, monkeypatch):
@@ -190,11 +192,11 @@ def test_presets_decay_over_max_iters(preset):
 
 
 def test_offline_messages_name_the_flag(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
-    monkeypatch.setitem(data.URLS, "hf_model_file", "http://127.0.0.1:9/{repo}/{path}")  # nothing listens
+    monkeypatch.setattr(files, "CACHE_DIR", tmp_path)
+    monkeypatch.setitem(files.URLS, "hf_model_file", "http://127.0.0.1:9/{repo}/{path}")  # nothing listens
     with pytest.raises(configurator.UserError, match="--tokenizer=PATH/tokenizer.json"):
         data.load_tokenizer("hf:bigcode/starcoder2-15b")
-    monkeypatch.setitem(data.URLS, "magicoder_oss_75k", "http://127.0.0.1:9/magicoder.jsonl")
+    monkeypatch.setitem(files.URLS, "magicoder_oss_75k", "http://127.0.0.1:9/magicoder.jsonl")
     with pytest.raises(configurator.UserError, match="--sft_data=PATH.jsonl"):
         sft.load_conversations("magicoder_python", {"seed": 0, "max_examples": 0})
 

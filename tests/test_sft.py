@@ -10,6 +10,7 @@ import pytest
 import tiktoken
 import torch
 
+import checkpoint
 import sft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -259,11 +260,10 @@ def base_ckpt(tmp_path_factory, byte_enc):
 
     import data
     import model
-    import train
     folder = tmp_path_factory.mktemp("base")
     torch.manual_seed(0)
     cfg = model.GPTConfig(vocab_size=byte_enc.n_vocab, block_size=64, n_layer=2, n_embd=64, n_head=4, bias=False)
-    train.save_checkpoint(folder, {"model": model.GPT(cfg).state_dict(), "model_config": asdict(cfg),
+    checkpoint.save_checkpoint(folder, {"model": model.GPT(cfg).state_dict(), "model_config": asdict(cfg),
                                    "config": {"dataset": "none", "data_dir": "data"}, "iter_num": 0})
     data.save_tokenizer(byte_enc, folder)
     return folder
@@ -284,11 +284,10 @@ def sft_args(base, out, data_path, **kw):
 
 
 def test_overfit_answers_then_stops_at_eos(base_ckpt, facts_jsonl, tmp_path):
-    import train
     # 4 facts, one held out as val: the model must learn the other three exactly and stop after each
     summary = sft.main(sft_args(base_ckpt, tmp_path / "sft", facts_jsonl, max_iters=60, eval_interval=60, learning_rate=1e-2, min_lr=1e-3))
     assert summary["iters"] == 60 and summary["train_loss"] < 0.05
-    model, enc, ckpt = train.load_checkpoint(tmp_path / "sft")
+    model, enc, ckpt = checkpoint.load_checkpoint(tmp_path / "sft")
     assert ckpt["chat_template"] == "user_assistant"
     stops = sft.stop_tokens(ckpt["chat_template"], enc)
     answered = 0
@@ -300,7 +299,6 @@ def test_overfit_answers_then_stops_at_eos(base_ckpt, facts_jsonl, tmp_path):
 
 
 def test_resume_continues_to_the_same_weights(base_ckpt, facts_jsonl, tmp_path, monkeypatch):
-    import train
     # 40 generated sums in batches of 2: the batches differ, so a lost data position changes the weights
     args = dict(max_iters=6, eval_interval=3, learning_rate=1e-3, batch_size=2, sft_data="simplemath:40")
     sft.main(sft_args(base_ckpt, tmp_path / "straight", facts_jsonl, **args))
@@ -315,9 +313,9 @@ def test_resume_continues_to_the_same_weights(base_ckpt, facts_jsonl, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         sft.main(sft_args(base_ckpt, tmp_path / "resumed", facts_jsonl, **args))
     monkeypatch.undo()
-    assert train.read_checkpoint(tmp_path / "resumed")["iter_num"] == 3
+    assert checkpoint.read_checkpoint(tmp_path / "resumed")["iter_num"] == 3
     sft.main(sft_args(base_ckpt, tmp_path / "resumed", facts_jsonl, **args, init_from="resume"))
-    a, b = train.read_checkpoint(tmp_path / "straight"), train.read_checkpoint(tmp_path / "resumed")
+    a, b = checkpoint.read_checkpoint(tmp_path / "straight"), checkpoint.read_checkpoint(tmp_path / "resumed")
     assert a["iter_num"] == b["iter_num"] == 6 and b["chat_template"] == "user_assistant"
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
