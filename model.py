@@ -58,8 +58,6 @@ class GPTConfig:
     pad_vocab_multiple: int = 1     # pad the embedding rows to a multiple (64 speeds up the matmul); the pad rows are never targets
 
     def __post_init__(self):
-        if self.init == "gpt2":  # the name before issue 13: checkpoints and exports saved with it still load
-            self.init = "scaled_residual"
         small = [f"{k}={getattr(self, k)}" for k in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head")
                  if getattr(self, k) < 1] + [f"{k}={getattr(self, k)}" for k in ("n_kv_head", "head_dim", "ffn_hidden")
                                              if getattr(self, k) < 0]
@@ -176,24 +174,22 @@ class Attention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.n_head, self.n_kv, self.hs = config.n_head, config.kv_heads, config.head_size
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.kv_heads, config.head_size
         # q, k and v in one matmul (nanoGPT's c_attn): one launch and one larger GEMM where q and [k | v] took two
         self.qkv = nn.Linear(config.n_embd, sum(config.qkv_rows), bias=config.bias or config.qkv_bias)
         # three matrices to Muon (train.py), orthogonalized apart as nanochat's c_q, c_k and c_v are
-        self.qkv.weight.row_blocks = config.qkv_rows
-        self.c_proj = nn.Linear(config.n_head * self.hs, config.n_embd, bias=config.bias)
-        self.c_proj.residual = True
+        self.c_proj = nn.Linear(config.n_head * self.head_size, config.n_embd, bias=config.bias)
         self.qk_norm = config.qk_norm
         if config.qk_norm != "none":  # per-head norm over hs, shared across heads (OLMo 2, Qwen 3)
-            self.q_norm = make_norm(config, self.hs)
-            self.k_norm = make_norm(config, self.hs)
+            self.q_norm = make_norm(config, self.head_size)
+            self.k_norm = make_norm(config, self.head_size)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope, cache, layer):
         B, T, _ = x.size()
-        heads = self.qkv(x).view(B, T, -1, self.hs).transpose(1, 2)                          # (B, nh + 2 nkv, T, hs)
-        q, k, v = heads.split([self.n_head, self.n_kv, self.n_kv], dim=1)                   # (B, nh | nkv | nkv, T, hs)
+        heads = self.qkv(x).view(B, T, -1, self.head_size).transpose(1, 2)                          # (B, nh + 2 nkv, T, hs)
+        q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)                   # (B, nh | nkv | nkv, T, hs)
         if self.qk_norm == "before_rope":
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -209,18 +205,10 @@ class Attention(nn.Module):
         if not causal and T > 1:
             mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv != self.n_head,
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head,
             dropout_p=self.dropout if self.training else 0.0)                               # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.hs)                 # (B, T, nh * hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_size)                 # (B, T, nh * hs)
         return self.resid_dropout(self.c_proj(y))
-
-    def _load_from_state_dict(self, state, prefix, *args):
-        # checkpoints and exports written before q, k and v were fused hold q_proj and kv_proj = [k | v]: the same rows
-        for name in ("weight", "bias"):
-            if prefix + "q_proj." + name in state:
-                state[prefix + "qkv." + name] = torch.cat([state.pop(prefix + "q_proj." + name),
-                                                          state.pop(prefix + "kv_proj." + name)])
-        super()._load_from_state_dict(state, prefix, *args)
 
 
 class MLP(nn.Module):
@@ -231,7 +219,6 @@ class MLP(nn.Module):
         width = 2 * config.mlp_width if config.mlp == "swiglu" else config.mlp_width  # gate and up in one matmul
         self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)
         self.c_proj = nn.Linear(config.mlp_width, config.n_embd, bias=config.bias)
-        self.c_proj.residual = True
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -311,11 +298,12 @@ class GPT(nn.Module):
             if m is self.lm_head and c.tie_embeddings:
                 continue  # it is the embedding table, initialised below
             if isinstance(m, nn.Linear):
-                zero = c.init == "zero_out" and (getattr(m, "residual", False) or m is self.lm_head)
+                residual = name.endswith(".c_proj")  # attention's and the MLP's projections back into the stream
+                zero = c.init == "zero_out" and (residual or m is self.lm_head)
                 if zero:
                     nn.init.zeros_(m.weight)
                 else:
-                    nn.init.normal_(m.weight, 0.0, resid_std if getattr(m, "residual", False) else c.init_std)
+                    nn.init.normal_(m.weight, 0.0, resid_std if residual else c.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):

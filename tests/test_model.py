@@ -129,17 +129,17 @@ def test_repetition_penalty_and_top_k():
 def reference_attention(attn, x, rope):
     """Grouped-query attention written out: repeat K/V per group, mask, softmax."""
     B, T, C = x.shape
-    rows = [attn.n_head * attn.hs, attn.n_kv * attn.hs, attn.n_kv * attn.hs]  # qkv's rows: [q | k | v]
+    rows = [attn.n_head * attn.head_size, attn.n_kv_head * attn.head_size, attn.n_kv_head * attn.head_size]  # qkv's rows: [q | k | v]
     biases = attn.qkv.bias.split(rows) if attn.qkv.bias is not None else [None] * 3
-    q, k, v = (F.linear(x, w, b).view(B, T, -1, attn.hs).transpose(1, 2) for w, b in zip(attn.qkv.weight.split(rows), biases))
+    q, k, v = (F.linear(x, w, b).view(B, T, -1, attn.head_size).transpose(1, 2) for w, b in zip(attn.qkv.weight.split(rows), biases))
     if attn.qk_norm == "before_rope":
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    k = k.repeat_interleave(attn.n_head // attn.n_kv, dim=1)
-    v = v.repeat_interleave(attn.n_head // attn.n_kv, dim=1)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(attn.hs)
+    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)
+    v = v.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(attn.head_size)
     scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, attn.n_head * attn.hs)
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, attn.n_head * attn.head_size)
     return attn.c_proj(y)
 
 
