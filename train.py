@@ -449,7 +449,7 @@ def init_model(cfg, enc, loaders, dev):
         model = GPT(GPTConfig.from_dict(resume["model_config"]))
         model.load_state_dict(resume["model"])
         name, tok_hash = resume["tokenizer"]["name"], resume["tokenizer"]["hash"]
-    else:  # a new stage from an earlier run: its weights, fresh optimizer and schedule (cards 002 and 004)
+    else:  # a new stage from another run's checkpoint: its weights, fresh optimizer and schedule (cards 002 and 004)
         model, stage_enc, stage = checkpoint.load_checkpoint(cfg["init_from"], "cpu", **keep_dropout)
         checkpoint.check_architecture(stage["model_config"], given, cfg["init_from"])
         name, tok_hash = stage_enc.name, data.tokenizer_hash(stage_enc)
