@@ -316,7 +316,7 @@ def finish_run(run, wall):
     """The summary train() returns (and metrics.jsonl's last row); out_dir unlocked."""
     progress, system = run.progress, run.system
     summary = {"iters": progress.iter_num, "tokens": progress.tokens_seen, "train_loss": progress.losses.get("train"),
-               "val_loss": progress.losses.get("val"), "wall_s": wall, "device_hours": wall * system.world_size / 3600,
+               "val_loss": progress.losses.get("val"), "val_bpb": progress.losses.get("val_bpb"), "wall_s": wall, "device_hours": wall * system.world_size / 3600,
                "skipped": progress.skipped_total, "scaler_skips": progress.scaler_skips}
     if system.rank == 0:
         print(f"done: {progress.iter_num} steps, {progress.tokens_seen / 1e6:,.2f}M tokens, {wall:.1f}s wall, "

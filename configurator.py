@@ -12,7 +12,11 @@ change its constants and call `main()`.
 A key is known to a script when it is one of the script's module-level constants (train.py's
 include every architecture flag of `model.GPTConfig`). Preset keys a script does not know are
 skipped silently: one recipe file serves data.py, train.py, sft.py and eval.py, each taking its
-own constants from it.
+own constants from it. A script may also take another's settings to hand on (train.py takes data.py's, for
+the bins it prepares itself): a dict PASSES_ON = {key: default} among its globals names them.
+
+`given(g)` tells the settings the user gave (command line, keyword overrides, a notebook's assignments) from a
+preset's: a setting the user gave is a wish to honour or refuse, a preset's value only the recipe's default.
 """
 
 import ast
@@ -101,17 +105,23 @@ def configure(g, argv=None, prefix="", cumulative=False, **overrides):
     if "_defaults" not in g:  # the file's own values, and the values the last call left (to see hand edits)
         g["_defaults"] = {k: v for k, v in g.items() if _known_constant(k, v)}
         g["_configured"] = _snapshot(g)
-    known = g["_defaults"]
+    known, passes_on = g["_defaults"], g.get("PASSES_ON", {})
     by_hand = {k: g[k] for k in known if g[k] != g["_configured"][k]}
-    previous = _snapshot(g)
+    previous, given_before = _snapshot(g), g.get("_given", {})
+    user = {**given_before, **by_hand}  # the settings the user gave, as given(g) reports them
 
     def assign(key, value, from_preset):
-        if key in known:
-            g[key] = _check_type(key, value, known[key])
-        elif not from_preset:
-            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+        if from_preset and key not in known:
+            return
+        if key not in known and key not in passes_on:
+            close = difflib.get_close_matches(key, sorted({*known, *passes_on}), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else "; run with --help to list the keys"
             raise UserError(f"unknown config key '{key}'{hint}")
+        value = _check_type(key, value, known[key] if key in known else passes_on[key])
+        if key in known:
+            g[key] = value
+        if not from_preset:
+            user[key] = value
 
     if argv is None and hasattr(sys.stdout, "reconfigure"):  # a command line: the scripts' log lines must reach `| tee log` as they are printed
         sys.stdout.reconfigure(line_buffering=True)
@@ -119,6 +129,8 @@ def configure(g, argv=None, prefix="", cumulative=False, **overrides):
     if "--help" in argv or "-h" in argv:
         print(g.get("__doc__") or "")
         print("config keys:", ", ".join(sorted(known)))
+        if passes_on:
+            print("handed on, for the data it prepares:", ", ".join(sorted(set(passes_on) - set(known))))
         print("presets:", ", ".join(list_presets()))
         raise SystemExit(0)
     cli = []
@@ -139,6 +151,7 @@ def configure(g, argv=None, prefix="", cumulative=False, **overrides):
     try:
         if preset or not cumulative:
             reset(g)
+            user = dict(by_hand)  # a new recipe starts afresh; hand edits are kept (below), so they stay the user's
         if preset:
             values = load_preset(preset)
             staged = {k for k in values if prefix and k.startswith(prefix) and k[len(prefix):] in known}
@@ -155,23 +168,34 @@ def configure(g, argv=None, prefix="", cumulative=False, **overrides):
                 continue
             if prefix and key.startswith(prefix) and key not in known:
                 key = key[len(prefix):]
-            assign(key, _parse_value(key, text, known[key]) if key in known else text, from_preset=False)
+            assign(key, _parse_value(key, text, known.get(key, passes_on.get(key))), from_preset=False)
         for key, value in overrides.items():
             assign(key, value, from_preset=False)
         cfg = effective_config(g)
+        check_ranges({k: v for k, v in user.items() if k not in known})
     except UserError:  # a notebook that catches the error must not go on with the values just refused
         g.update(previous)
-        g["_configured"] = configured
+        g["_configured"], g["_given"] = configured, given_before
         raise
-    g["_configured"] = _snapshot(g)
+    g["_configured"], g["_given"] = _snapshot(g), user
     return cfg
+
+
+def given(g):
+    """{key: value} of the settings the user gave since the file's values (command line, keyword overrides, a
+    notebook's assignments, and PASSES_ON settings), never a preset's: those a run may refuse when they conflict."""
+    if "_defaults" not in g:
+        return {}
+    out = {k: g[k] if k in g["_defaults"] else v for k, v in g.get("_given", {}).items()}
+    out.update({k: g[k] for k in g["_defaults"] if g[k] != g["_configured"][k]})  # assigned by hand since the last call
+    return out
 
 
 def reset(g):
     """The script's constants back to the values its file sets."""
     for k, v in g["_defaults"].items():
         g[k] = _copy(v)
-    g["_configured"] = _snapshot(g)
+    g["_configured"], g["_given"] = _snapshot(g), {}
 
 
 def _copy(v):
@@ -207,7 +231,8 @@ _AT_LEAST_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "epochs", "max_exa
 RANGES = {
     **dict.fromkeys(_AT_LEAST_1, "[1, inf)"), **dict.fromkeys(_AT_LEAST_0, "[0, inf)"),
     **dict.fromkeys(("dropout", "beta1", "beta2"), "[0, 1)"),
-    **dict.fromkeys(("fim_rate", "fim_spm_rate", "midtrain_ratio", "warmdown_frac", "warmup_frac"), "[0, 1]"),
+    **dict.fromkeys(("fim_rate", "fim_spm_rate", "midtrain_ratio", "warmdown_frac", "warmup_frac",
+                     "max_literal_share", "test_fraction"), "[0, 1]"),
     **dict.fromkeys(("learning_rate", "adam_eps", "timeout", "repetition_penalty", "rope_theta", "norm_eps",
                      "val_fraction"), "(0, inf)"),
     "top_p": "(0, 1]",

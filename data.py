@@ -19,17 +19,20 @@ Hugging Face byte-level BPE tokenizer.json converted to tiktoken ranks with the 
 import ast
 import base64
 import binascii
+import bz2
 import glob
 import hashlib
 import itertools
 import json
-import math
+import lzma
 import os
 import random
+import shlex
 import sys
 import sysconfig
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +62,19 @@ tokenizer_train_chars = 0  # train the BPE on the first this-many characters of 
 filters = "none"  # none | code_quality (size, line length, alphanumeric ratio, compile(): card 001)
 dedup = True  # drop exact duplicate documents
 quality_order = False  # card 000: sort training documents by quality score, best first
+max_literal_share = 0.0  # > 0: drop documents whose code is more than this share literals (generated tables)
+test_fraction = 1.0  # keep this share of test files (unittest/pytest modules), drawn with the seed
 fim_rate = 0.0  # card 000: 0.5 of documents become fill-in-the-middle examples
 fim_spm_rate = 0.0  # share of FIM examples in suffix-prefix-middle order instead of PSM
 # the bins
-val_fraction = 0.01  # < 1: every (1/val_fraction)-th document goes to val; >= 1: the first N documents do
+val_fraction = 0.01  # < 1: each document goes to val with this probability (seeded); >= 1: the first N do
 bos_token = ""  # "": documents end with <|endoftext|>; "<|bos|>": each document starts with it (card 004)
 num_proc = 0  # tokenizer threads and BPE chunk-counting processes (0 = all cores)
 seed = 1337
 
 # the constants above, which prepare() takes from a preset or another script's config
 CONFIG_KEYS = tuple(k for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, list)))
+DEFAULTS = {k: globals()[k] for k in CONFIG_KEYS}  # the file's values: a command in a message names what differs
 
 # -----------------------------------------------------------------------------
 # Tokenizers
@@ -339,6 +345,26 @@ RE_PARAM_HINT = regex.compile(r"def[ \t]+\w+\([^)]*\w[ \t]*:[ \t]*[A-Za-z_]")
 RE_COMMENT = regex.compile(r"#[ \t]*[A-Za-z]")
 
 
+# Generated tables (codec maps, entity lists) are numbers and short strings; a program is not. The share is of the
+# non-blank characters outside comments; codec tables score 0.58-0.78, hand-written modules under 0.35 (stdlib 3.11).
+RE_LITERAL = regex.compile(r"""0[xX][0-9a-fA-F]+|\d+(?:\.\d+)?|'(?:\\.|[^'\\\n]){0,10}'|"(?:\\.|[^"\\\n]){0,10}\"""")
+RE_LINE_COMMENT = regex.compile(r"#[^\n]*")
+RE_TEST_FILE = regex.compile(r"^(?:import unittest|from unittest\b|import pytest|from pytest\b|[ \t]*def test_\w*\()", regex.M)
+
+
+def literal_share(text):
+    code = RE_LINE_COMMENT.sub("", text)
+    chars = len(code) - sum(map(str.isspace, code))
+    return sum(map(len, RE_LITERAL.findall(code))) / max(chars, 1)
+
+
+def draw(text, seed, salt):
+    """A uniform number in [0, 1) fixed by the document's text and the seed: the same document is drawn the same
+    way in every pass and whatever else the corpus holds, and a streaming corpus needs no shuffle buffer."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=f"{seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
 def filter_reason(text):
     """Card 001: the first check a document fails, or None when it passes them all."""
     lines = text.splitlines()
@@ -387,6 +413,11 @@ def iter_documents(cfg, stats):
     for text in iter_source(cfg["dataset"], stats, cfg["max_shards"]):
         stats["seen"] += 1
         reason = "empty" if not text.strip() else filter_reason(text) if cfg["filters"] == "code_quality" else None
+        if reason is None and cfg["max_literal_share"] and literal_share(text) > cfg["max_literal_share"]:
+            reason = "generated_table"
+        if reason is None and cfg["test_fraction"] < 1 and RE_TEST_FILE.search(text) and \
+                draw(text, cfg["seed"], "tests") >= cfg["test_fraction"]:
+            reason = "test_file_thinned"
         if reason is None and cfg["dedup"]:
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             reason = "duplicate" if digest in seen else seen.add(digest)
@@ -400,14 +431,19 @@ def iter_documents(cfg, stats):
             return
 
 
-def split_documents(docs, val_fraction):
-    """(is_val, doc) pairs. A fraction takes every (1/f)-th document starting with the first (systematic
-    sampling: deterministic and streaming); a count >= 1 takes the first N (card 003: val = the first windows)."""
+def split_documents(docs, val_fraction, seed=1337):
+    """(is_val, doc) pairs. A fraction sends each document to val with that probability, a draw seeded and fixed
+    by its text (a random sample, not every N-th file of a sorted tree: neighbours in a tree are alike); a count
+    >= 1 takes the first N (card 003: val = the first windows). A corpus too small for the draw to pick any
+    document gives val its last one: a run needs a val split."""
+    held, any_val = None, False
     for i, doc in enumerate(docs):
-        if val_fraction >= 1:
-            yield i < val_fraction, doc
-        else:
-            yield math.ceil((i + 1) * val_fraction) > math.ceil(i * val_fraction), doc
+        if held:
+            yield held
+        held = ((i < val_fraction) if val_fraction >= 1 else draw(doc, seed, "val") < val_fraction), doc
+        any_val = any_val or held[0]
+    if held:
+        yield held[0] or not any_val, held[1]
 
 
 def fim_parts(doc, rng, spm_rate):
@@ -507,13 +543,29 @@ def differing_settings(old, new, keys=None):
     return ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in keys if norm(old[k]) != norm(new[k]))
 
 
+def prepare_command(made, **changes):
+    """`python data.py ...` that prepares bins as `made` (a meta.json's "config") says, with changes: each setting
+    that differs from this file's, quoted for a shell, so that the command a message suggests can be pasted."""
+    settings = {**{k: v for k, v in made.items() if k in DEFAULTS and k != "num_proc"}, **changes}
+    if settings.get("tokenizer", DEFAULTS["tokenizer"]) != "bpe":  # these shape our own BPE alone
+        settings = {k: v for k, v in settings.items()
+                    if k not in ("vocab_size", "special_tokens", "split_pattern", "tokenizer_train_chars")}
+    flags = []
+    for key, value in settings.items():
+        text = value if isinstance(value, str) else repr(value)
+        if value != DEFAULTS.get(key):
+            plain = isinstance(value, (list, tuple)) and not set(text) & set('"$`\\!')  # --special_tokens="['<|pad|>']"
+            flags.append(f'--{key}="{text}"' if plain else shlex.quote(f"--{key}={text}"))
+    return " ".join(["python data.py", *flags])
+
+
 def write_bins(cfg, out_dir, final_dir):
     """The tokenizer (trained here for "bpe"), then every document encoded into train.bin or val.bin, then meta.json."""
     t0 = time.time()
     out_dir.mkdir(parents=True)
     if cfg["tokenizer"] == "bpe":  # card 000/004: our own BPE, trained on training documents only
         texts, n_chars = [], 0
-        for is_val, doc in split_documents(iter_documents(cfg, {"seen": 0, "kept": 0, "dropped": {}}), cfg["val_fraction"]):
+        for is_val, doc in split_documents(iter_documents(cfg, {"seen": 0, "kept": 0, "dropped": {}}), cfg["val_fraction"], cfg["seed"]):
             if not is_val:
                 texts.append(doc)
                 n_chars += len(doc)
@@ -533,7 +585,7 @@ def write_bins(cfg, out_dir, final_dir):
     save_tokenizer(enc, out_dir)
     dtype = bin_dtype(enc.n_vocab)
     stats = {"seen": 0, "kept": 0, "dropped": {}}
-    docs = split_documents(iter_documents(cfg, stats), cfg["val_fraction"])
+    docs = split_documents(iter_documents(cfg, stats), cfg["val_fraction"], cfg["seed"])
     scores = []
     if cfg["quality_order"]:  # card 000: the whole training set is scored, then sorted best-first (stable)
         train_docs, val_docs = [], []
@@ -543,14 +595,21 @@ def write_bins(cfg, out_dir, final_dir):
         order = sorted(range(len(train_docs)), key=lambda i: -scores[i])
         docs = itertools.chain(((True, d) for d in val_docs), ((False, train_docs[i]) for i in order))
     fim_rng = random.Random(cfg["seed"])
-    counts = {s: {"tokens": 0, "docs": 0, "max_id": -1} for s in ("train", "val")}
+    counts = {s: {"tokens": 0, "docs": 0, "bytes": 0, "max_id": -1} for s in ("train", "val")}
+    val_text = []  # for the compressors' figures beside the model's bits per byte
     files = {s: open(out_dir / f"{s}.bin.tmp", "wb") for s in counts}
     batch = {"train": [], "val": []}
     n_tokens_total, t_tok = 0, time.time()
 
     def flush(split):
-        ids = np.array(encode_documents(enc, batch[split], fim_rng, cfg["fim_rate"], cfg["fim_spm_rate"],
+        # val stays plain left-to-right text: its loss is then bits per byte of the text itself
+        fim_rate = cfg["fim_rate"] if split == "train" else 0.0
+        ids = np.array(encode_documents(enc, batch[split], fim_rng, fim_rate, cfg["fim_spm_rate"],
                                         cfg["bos_token"], cfg["num_proc"]), dtype=dtype)
+        encoded = [d.encode("utf-8", "surrogatepass") for d in batch[split]]
+        counts[split]["bytes"] += sum(map(len, encoded))
+        if split == "val":
+            val_text.extend(encoded)
         if len(ids):
             files[split].write(ids.tobytes())
             c = counts[split]
@@ -581,6 +640,9 @@ def write_bins(cfg, out_dir, final_dir):
         "vocab_size": enc.n_vocab, "dtype": np.dtype(dtype).name, "special_tokens": enc._special_tokens,
         "train_tokens": counts["train"]["tokens"], "val_tokens": counts["val"]["tokens"],
         "train_docs": counts["train"]["docs"], "val_docs": counts["val"]["docs"],
+        # UTF-8 bytes of the documents: loss * tokens / bytes / ln 2 is bits per byte, whatever the tokenizer
+        "train_bytes": counts["train"]["bytes"], "val_bytes": counts["val"]["bytes"],
+        "val_compressed_bpb": compressed_bpb(b"".join(val_text)),
         "max_token_id": max(c["max_id"] for c in counts.values()), "filter_stats": stats,
         "config": cfg,  # every setting that made these bins: filters, dedup, quality order, FIM, bos token
     }
@@ -592,6 +654,13 @@ def write_bins(cfg, out_dir, final_dir):
           f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
 
 
+def compressed_bpb(raw):
+    """Bits per byte that the standard library's compressors, at their strongest settings, reach on raw."""
+    sizes = {"zlib": len(zlib.compress(raw, 9)), "bz2": len(bz2.compress(raw, 9)),
+             "xz": len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME))}
+    return {name: 8 * size / max(len(raw), 1) for name, size in sizes.items()}
+
+
 def prepare(cfg=None):
     """Writes data/<name>/{train,val}.bin, meta.json and the tokenizer; returns the directory.
 
@@ -599,6 +668,10 @@ def prepare(cfg=None):
     the old folder first. The new bins replace the old only when complete (files.build_folder)."""
     cfg = _config(cfg)
     configurator.check_ranges(cfg)  # a dict from a notebook or another script is checked as the command line is
+    fim = [t for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX) if t not in cfg["special_tokens"]] if cfg["fim_rate"] else []
+    if cfg["tokenizer"] == "bpe" and fim:  # before the BPE is trained, not after
+        raise UserError(f"fim_rate={cfg['fim_rate']} puts {', '.join(fim)} into the bins and special_tokens lacks them; "
+                        "pass --fim_rate=0, or add them to --special_tokens")
     out_dir = Path(cfg["data_dir"]) / (cfg["data_name"] or derive_name(cfg["dataset"]))
     if out_dir.is_file():
         raise UserError(f"{out_dir} is a file; pass another --data_name or --data_dir")
@@ -606,7 +679,7 @@ def prepare(cfg=None):
         differ = differing_settings(read_meta(out_dir).get("config", {}), cfg)
         if differ:
             raise UserError(f"{out_dir} holds bins made with other settings ({differ}); keep both with "
-                            f"--data_name=NEW, or delete {out_dir} to replace them")
+                            f"--data_name=NEW (train on them with train.py --dataset=NEW), or delete {out_dir} to replace them")
     with files.build_folder(out_dir) as build:
         write_bins(cfg, build, out_dir)
     return out_dir
@@ -619,17 +692,20 @@ def read_meta(data_dir):
     return files.read_json(path)
 
 
-def check_meta(meta, vocab_size, tok_hash=None, tok_name=None):
-    """Refuses data the model cannot read: a larger vocabulary, ids out of range, another tokenizer."""
+def check_meta(meta, vocab_size, tok_hash=None, tok_name=None, tok_dir="CHECKPOINT_DIR", use="--data_dir=NEW"):
+    """Refuses data the model cannot read: another tokenizer, a larger vocabulary, ids out of range. For the
+    advice: tok_dir holds the model's tokenizer, and `use` is how the caller reads bins prepared into NEW."""
+    if tok_hash and meta["tokenizer_hash"] != tok_hash:
+        made = meta.get("config") or {"dataset": meta.get("dataset", DEFAULTS["dataset"])}  # the bins' settings
+        again = prepare_command(made, tokenizer=str(tok_dir), data_dir="NEW")
+        raise UserError(f"the data was tokenized with {meta['tokenizer']} (hash {meta['tokenizer_hash']}), not the "
+                        f"model's tokenizer {tok_name or ''} (hash {tok_hash}); prepare it again with the model's "
+                        f"tokenizer into a folder of its own, {again}, then run this again with {use}")
     if meta["vocab_size"] > vocab_size:
         raise UserError(f"the data was tokenized with {meta['tokenizer']} ({meta['vocab_size']:,} ids) but the model has "
-                        f"vocab_size={vocab_size:,}; set --vocab_size={meta['vocab_size']} or prepare the data again")
+                        f"vocab_size={vocab_size:,}; set --vocab_size={meta['vocab_size']}, or leave it out to take the data's")
     if meta["max_token_id"] >= vocab_size:
         raise UserError(f"the data holds token id {meta['max_token_id']:,}, out of range for vocab_size={vocab_size:,}")
-    if tok_hash and meta["tokenizer_hash"] != tok_hash:
-        raise UserError(f"the data was tokenized with {meta['tokenizer']} (hash {meta['tokenizer_hash']}), not the "
-                        f"model's tokenizer {tok_name or ''} (hash {tok_hash}); prepare the data with the model's "
-                        "tokenizer (data.py --tokenizer=CHECKPOINT_DIR), or train from scratch")
 
 
 # -----------------------------------------------------------------------------
@@ -659,6 +735,11 @@ class Loader:
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.metas = [read_meta(d) for d, _ in self.sources]
         self.meta, self.vocab_size = self.metas[0], self.metas[0]["vocab_size"]
+        # tokens per byte of text, for bits per byte; None for bins whose meta.json counts no bytes
+        ratios = [m.get(f"{split}_bytes") and m[f"{split}_tokens"] / m[f"{split}_bytes"] for m in self.metas]
+        self.tokens_per_byte = float(np.dot(self.probs, ratios)) if all(ratios) else None
+        # what zlib, bz2 and xz reach on the same bytes (meta.json has it for val): the line a model must beat
+        self.compressed_bpb = self.meta.get(f"{split}_compressed_bpb") if len(self.metas) == 1 else None
         self.paths, self.lengths = [], []
         for (d, _), meta in zip(self.sources, self.metas):
             if meta["tokenizer_hash"] != self.meta["tokenizer_hash"]:
@@ -709,7 +790,9 @@ class Loader:
                 "sources": [list(s) for s in self.sources], "split": self.split}
 
     def load_state_dict(self, sd):
-        if sd["order"] != self.order or [tuple(s) for s in sd["sources"]] != self.sources:
+        # sources by folder name: the same bins moved to another data_dir, or prepared there again alike, resume
+        names = lambda sources: [(Path(path).name, weight) for path, weight in sources]
+        if sd["order"] != self.order or names(sd["sources"]) != names(self.sources):
             raise UserError("the saved data position belongs to other data (sources, weights or order differ); "
                             "resume with the same data settings")
         self.rng.bit_generator.state = sd["rng"]

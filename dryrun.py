@@ -158,14 +158,17 @@ def main():
     loop = dict(TOY_LOOP, gradient_accumulation_steps=min(2, recipe.get("gradient_accumulation_steps", 1)),
                 compile=compile and recipe.get("compile", False), dtype=auto_dtype(preset, recipe.get("dtype", "auto")))
 
-    # data: the preset's tokenizer, filters, quality order, FIM and bos token on stand-in text
+    # data: the preset's tokenizer, filters, quality order, FIM and bos token on stand-in text; a fifth of a toy
+    # corpus's files to val, where the recipe's share of a real one might draw a single short file
+    val_fraction = recipe.get("val_fraction", data.val_fraction)
+    val_fraction = val_fraction if val_fraction >= 1 else max(val_fraction, 0.2)
     base = recipe.get("dataset", data.dataset)
     later = [name for _, spec in STAGES.get(preset, []) for name, _, _ in data.dataset_sources(spec, data_dir)]
     for name in [base] + [n for n in dict.fromkeys(later) if n != base]:
         source = STAGE_DATA.get(name) or STAND_INS.get(name, name)
         run_stage(f"data {name}", data, **common, dataset=source, data_name=data.derive_name(name),
                   data_dir=str(data_dir), tokenizer=tok, vocab_size=vocab, max_chars=corpus_chars,
-                  tokenizer_train_chars=corpus_chars)
+                  tokenizer_train_chars=corpus_chars, val_fraction=val_fraction)
 
     # pretraining, then each later stage from the previous checkpoint with a fresh optimizer
     out = root / preset

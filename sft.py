@@ -642,7 +642,8 @@ def main(argv=None):
             bin_loader = data.Loader(bins, split, cfg["batch_size"] - n_chat, block, seed=cfg["seed"], rank=rank,
                                      world_size=world_size, device=dev) if n_chat < cfg["batch_size"] else None
             if bin_loader:
-                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name)
+                data.check_meta(bin_loader.meta, model.config.vocab_size, data.tokenizer_hash(enc), enc.name, tok_dir=source,
+                                use=f"--pretrain_data=NEW/{os.path.basename(os.path.normpath(bins))}")
             loaders[split] = MidtrainLoader(examples[split], n_chat, block, dev, bin_loader, rank, world_size)
     else:
         pad = pad_token(template, enc)

@@ -113,6 +113,8 @@ emb_init_std = 0.0
 logit_softcap = 0.0
 embed_norm = False
 pad_vocab_multiple = 1
+# and data.py's settings (special_tokens, filters, fim_rate, ...), handed on to the bins train.py prepares itself
+PASSES_ON = {k: v for k, v in data.DEFAULTS.items() if k != "data_name"}
 
 
 def configure(**overrides):
@@ -322,12 +324,20 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None, system=None):
         if (progress.iter_num % cfg["eval_interval"] == 0 or at_end) and not just_resumed:
             splits = {k: loaders[k] for k in ("train", "val") if k in loaders}
             progress.losses = estimate_loss(model, splits, cfg["eval_iters"], system.ctx, system.ddp)
+            # nats per token -> bits per byte: comparable across tokenizers and with a file compressor
+            per_byte = {k: getattr(loader, "tokens_per_byte", None) for k, loader in splits.items()}  # SFT's: none
+            progress.losses.update({f"{k}_bpb": loss * per_byte[k] / math.log(2)
+                                    for k, loss in list(progress.losses.items()) if per_byte[k]})
             val = progress.losses.get("val", float("inf"))
             improved, progress.best_val_loss = val < progress.best_val_loss, min(progress.best_val_loss, val)
+            bpb_text = f" ({progress.losses['val_bpb']:.3f} bits per byte)" if "val_bpb" in progress.losses else ""
+            compressors = getattr(splits.get("val"), "compressed_bpb", None) if progress.iter_num == 0 else None
             report(run, f"eval {progress.iter_num}: train loss {progress.losses['train']:.4f}, "
-                        f"val loss {progress.losses.get('val', float('nan')):.4f}",
+                        f"val loss {progress.losses.get('val', float('nan')):.4f}{bpb_text}",
                    {"iter": progress.iter_num, "tokens": progress.tokens_seen, "train_loss": progress.losses["train"],
-                    "val_loss": progress.losses.get("val")})
+                    "val_loss": progress.losses.get("val"), "train_bpb": progress.losses.get("train_bpb"),
+                    "val_bpb": progress.losses.get("val_bpb"),
+                    **({"compressors_bpb": compressors} if compressors else {})})
             worth_saving = improved or cfg["always_save_checkpoint"] or at_end
             if (progress.iter_num > 0 or cfg["max_iters"] == 0) and worth_saving:
                 save_run(run, progress.losses.get("val"))
@@ -395,24 +405,31 @@ def train(cfg, model, enc, loaders, extra_ckpt=None, resume=None, system=None):
 # main: data, model, loop
 
 
-def prepare_loaders(cfg, rank, world_size, device):
-    """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins."""
+def prepare_loaders(cfg, rank, world_size, device, by_user=None):
+    """The train and val loaders over data_dir/<dataset> (or a weighted mixture), preparing missing bins.
+
+    Bins already there are trained on as they were prepared: their meta.json names the tokenizer. Only a data
+    setting the user gave this run (by_user: configurator.given, never a preset's; None: all of cfg) that they
+    disagree with is refused, with the data.py command that prepares bins to its liking beside them."""
     sources = []
     recipe = configurator.load_preset(cfg["preset"]) if cfg["preset"] else {}
+    wishes = {k: v for k, v in (cfg if by_user is None else by_user).items()
+              if k in data.CONFIG_KEYS and k not in ("dataset", "data_dir", "data_name")}
     for name, folder, weight in data.dataset_sources(cfg["dataset"], cfg["data_dir"]):
-        # the recipe's data settings, with this run's overrides of the keys both share (vocab_size, seed)
-        wanted = {**recipe, **cfg, "dataset": name, "data_name": ""}
+        # the recipe's data settings, with this run's: the keys both scripts share (vocab_size, seed) and data.py's
+        wanted = {**recipe, **cfg, **wishes, "dataset": name, "data_name": ""}
         if not wanted["vocab_size"]:  # 0 (the model takes the data's size): data.py's own default then
             del wanted["vocab_size"]
-        if (folder / "meta.json").exists() and recipe:
-            # bins another recipe made (another vocabulary) must not be trained on without a word
-            keys = [k for k in data.TOKENIZER_KEYS if k in recipe]
-            differ = data.differing_settings(data.read_meta(folder).get("config", {}), data._config(wanted), keys)
+        if (folder / "meta.json").exists():
+            # the run's seed is not the data's, and a model's vocab_size may exceed the data's (check_meta: not less)
+            made, keys = data.read_meta(folder).get("config", {}), [k for k in wishes if k not in ("seed", "vocab_size")]
+            differ = keys and data.differing_settings(made, data._config(wanted), keys)
             if differ:
-                raise UserError(f"{folder} was prepared with other tokenizer settings than --preset={cfg['preset']} "
-                                f"({differ}); keep both: data.py --preset={cfg['preset']} --data_name=NEW, then "
-                                f"--dataset=NEW here")
-        if not (folder / "meta.json").exists():
+                again = data.prepare_command(made, **wishes, data_dir=cfg["data_dir"], data_name="NEW")
+                raise UserError(f"{folder} holds bins prepared with other settings than this run gives ({differ}); "
+                                f"leave those flags out to train on them as they are, or keep both: {again}, then "
+                                "run this again with --dataset=NEW")
+        else:
             if rank == 0:
                 print(f"{folder} has no bins yet: preparing them with data.py")
                 data.prepare(wanted)
@@ -427,10 +444,12 @@ def prepare_loaders(cfg, rank, world_size, device):
     return loaders, enc
 
 
-def init_model(cfg, enc, loaders, dev):
+def init_model(cfg, enc, loaders, dev, by_user=None):
     """(model, tokenizer, checkpoint to resume or None) as init_from says, checked against the data and memory."""
     resume = None
     flags = model_flags(cfg)
+    if by_user is not None and "vocab_size" not in by_user:  # a preset's is that of the bins it would prepare
+        flags["vocab_size"] = 0  # the data's, as they were prepared
     # flags this run sets (a preset, the command line, a notebook): a checkpoint continued must agree with them
     defaults = {f.name: f.default for f in fields(GPTConfig)}
     given = {k: v for k, v in flags.items() if v != defaults[k] and not (k == "vocab_size" and v == 0)}
@@ -455,7 +474,8 @@ def init_model(cfg, enc, loaders, dev):
         name, tok_hash = stage_enc.name, data.tokenizer_hash(stage_enc)
     checkpoint.check_memory(model.config, cfg, dev)
     # the checkpoint's tokenizer against the data's: re-prepared bins or a later stage's bins may hold another one
-    data.check_meta(loaders["train"].meta, model.config.vocab_size, tok_hash, name)
+    data.check_meta(loaders["train"].meta, model.config.vocab_size, tok_hash, name,
+                    tok_dir=cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"])
     if cfg["block_size"] > model.config.block_size:
         raise UserError(f"block_size={cfg['block_size']} is longer than the model's context "
                         f"({model.config.block_size}); lower --block_size")
@@ -471,8 +491,9 @@ def main():
     torch.manual_seed(cfg["seed"] + system.rank)
     random.seed(cfg["seed"] + system.rank)
     np.random.seed(cfg["seed"] + system.rank)
-    loaders, enc = prepare_loaders(cfg, system.rank, system.world_size, system.device)
-    model, enc, resume = init_model(cfg, enc, loaders, system.device)
+    by_user = configurator.given(globals())  # a preset's values give way to the data; the user's are checked
+    loaders, enc = prepare_loaders(cfg, system.rank, system.world_size, system.device, by_user)
+    model, enc, resume = init_model(cfg, enc, loaders, system.device, by_user)
     summary = train(cfg, model, enc, loaders, resume=resume, system=system)
     if cfg["sample_prompt"] and system.rank == 0:
         # one look at what the model learned; sample.py is the full sampler (streaming, chat, FIM)
@@ -482,6 +503,11 @@ def main():
         new = [t.item() for t in model.eval().generate(ids, cfg["sample_tokens"], temperature=0.8, top_k=50,
                                                        stop_tokens=stops, generator=gen)]
         print("sample:\n" + cfg["sample_prompt"] + enc.decode(new[:-1] if new and new[-1] in stops else new))
+    compressors = loaders["val"].compressed_bpb
+    if system.rank == 0 and summary.get("val_bpb") and compressors:
+        # what a language model is: a compressor of text it has never seen, beside the ones every computer has
+        print(f"your model compresses unseen {loaders['val'].meta['dataset']} to {summary['val_bpb']:.3f} bits per byte; "
+              + ", ".join(f"{name}: {v:.3f}" for name, v in compressors.items()))
     if system.ddp:
         dist.destroy_process_group()
     return summary

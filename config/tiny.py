@@ -33,6 +33,9 @@ tokenizer_train_chars = 10_000_000
 filters = "code_quality"
 dedup = True
 quality_order = False
+max_literal_share = 0.5            # drops codec and entity tables (0.58-0.78 literals; programs < 0.35)
+test_fraction = 0.1                # 61% of the stdlib's bytes are tests: keep a tenth of them
+val_fraction = 0.05                # a random 5% of the files (about 40), never trained on
 fim_rate = 0.5
 
 # training

@@ -4,16 +4,21 @@ Benchmarks (time and compression of the BPE trainer, tokenization throughput, th
     python -m pytest -m benchmark -s tests/test_data.py
 """
 
+import bz2
 import glob
+import hashlib
 import html
 import io
 import json
+import lzma
 import os
 import random
+import shutil
 import subprocess
 import sys
 import sysconfig
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from statistics import median
@@ -373,11 +378,73 @@ def test_prepare_writes_bins_meta_and_tokenizer(tmp_path):
     assert data.tokenizer_hash(enc) == meta["tokenizer_hash"] and meta["vocab_size"] == 300 == enc.n_vocab
     assert meta["dtype"] == "uint16" and meta["train_docs"] == 9 and meta["val_docs"] == 3
     kept = docs  # files are read in name order: doc000.py, doc001.py, ...
-    for split, idx in (("val", [0, 4, 8]), ("train", [1, 2, 3, 5, 6, 7, 9, 10, 11])):
+    # the split's spec restated: a keyed blake2b of the text and the seed, below the fraction goes to val
+    draw = lambda d: int.from_bytes(hashlib.blake2b(d.encode(), digest_size=8, key=b"1337:val").digest(), "little") / 2**64
+    val_idx = [i for i, d in enumerate(kept) if draw(d) < 0.25]
+    assert val_idx == [1, 4, 8]  # this seed's draw of the 12 fixtures (keeps the test's two splits non-empty)
+    for split, idx in (("val", val_idx), ("train", [i for i in range(12) if i not in val_idx])):
         ids = np.fromfile(out / f"{split}.bin", dtype=np.uint16)
         assert len(ids) == meta[f"{split}_tokens"]
         assert enc.decode(ids.tolist()) == "".join(kept[i] + data.EOT for i in idx)
     assert meta["max_token_id"] == max(np.fromfile(out / f"{s}.bin", dtype=np.uint16).max() for s in ("train", "val"))
+
+
+def test_val_split_is_a_seeded_random_sample():
+    docs = [f"doc {i}\n" for i in range(4000)]
+    val = [i for i, (is_val, _) in enumerate(data.split_documents(iter(docs), 0.05, seed=7)) if is_val]
+    assert abs(len(val) / 4000 - 0.05) < 0.015  # binomial sd is 0.0034
+    gaps = np.diff(val)
+    assert gaps.std() > 5  # not every 20th document: systematic sampling would give std 0
+    again = [i for i, (is_val, _) in enumerate(data.split_documents(iter(docs), 0.05, seed=7)) if is_val]
+    other = [i for i, (is_val, _) in enumerate(data.split_documents(iter(docs), 0.05, seed=8)) if is_val]
+    assert again == val and other != val
+    # a document's side does not depend on what comes before it: a reordered corpus splits the same files
+    shuffled = docs[::-1]
+    assert {d for is_val, d in data.split_documents(iter(shuffled), 0.05, seed=7) if is_val} == {docs[i] for i in val}
+    assert [is_val for is_val, _ in data.split_documents(iter(docs[:5]), 2)] == [True, True, False, False, False]
+    # too few documents for a 5% draw to pick one (this seed picks none of the first three): the last goes to val
+    assert [is_val for is_val, _ in data.split_documents(iter(docs[:3]), 0.05, seed=7)] == [False, False, True]
+    assert [d for is_val, d in data.split_documents(iter([]), 0.05)] == []
+
+
+def test_generated_tables_and_tests_are_filtered():
+    table = "decoding_map = {\n" + "".join(f"    0x{i:04x}: 0x{i + 96:04x},  # LATIN LETTER {i}\n" for i in range(200)) + "}\n"
+    assert data.literal_share(table) > 0.5 > 0.35 > data.literal_share(GOOD)
+    tests = [f"import unittest\n\n\nclass T{i}(unittest.TestCase):\n    def test_{i}(self):\n"
+             f"        self.assertEqual({i}, {i})\n" for i in range(300)]
+    cfg = {**data._config({}), "dataset": "x", "filters": "none", "max_literal_share": 0.5, "test_fraction": 0.2}
+    import unittest.mock as mock
+    with mock.patch.object(data, "iter_source", lambda *a: iter([GOOD, table] + tests)):
+        stats = {"seen": 0, "kept": 0, "dropped": {}}
+        kept = list(data.iter_documents(cfg, stats))
+    assert kept[0] == GOOD and table not in kept
+    assert stats["dropped"]["generated_table"] == 1
+    assert 40 <= len(kept) - 1 <= 80 and stats["dropped"]["test_file_thinned"] == 300 - (len(kept) - 1)
+    assert stats["kept"] + sum(stats["dropped"].values()) == stats["seen"] == 302
+
+
+def test_meta_counts_bytes_val_is_plain_and_compressors_match_the_tools(tmp_path):
+    docs = [d.replace("value", "valeur_é") for d in code_docs(40)]  # multi-byte characters: bytes are not characters
+    src = write_docs(tmp_path / "src", docs)
+    out = data.prepare(dict(dataset=f"files:{src}", data_dir=str(tmp_path / "data"), tokenizer="bpe", vocab_size=300,
+                            special_tokens=SPECIALS, filters="none", val_fraction=0.3, fim_rate=1.0))
+    meta = data.read_meta(out)
+    enc = data.load_tokenizer(out)
+    val_text = enc.decode(np.fromfile(out / "val.bin", dtype=np.uint16).tolist())
+    assert data.FIM_PREFIX not in val_text  # every training document is FIM (rate 1.0), no val document is
+    assert data.FIM_PREFIX in enc.decode(np.fromfile(out / "train.bin", dtype=np.uint16).tolist())
+    val_docs = val_text.split(data.EOT)[:-1]
+    assert len(val_docs) == meta["val_docs"] and meta["val_bytes"] == sum(len(d.encode()) for d in val_docs)
+    assert meta["train_bytes"] + meta["val_bytes"] == sum(len(d.encode()) for d in docs)
+    raw = "".join(val_docs).encode()
+    assert meta["val_compressed_bpb"]["zlib"] == 8 * len(zlib.compress(raw, 9)) / len(raw)
+    assert meta["val_compressed_bpb"]["bz2"] == 8 * len(bz2.compress(raw, 9)) / len(raw)
+    for tool, name in (("bzip2", "bz2"), ("xz", "xz")):  # the command-line tools are the reference
+        if shutil.which(tool):
+            size = len(subprocess.run([tool, "-9e" if tool == "xz" else "-9", "-c"], input=raw, capture_output=True,
+                                      check=True).stdout)
+            assert meta["val_compressed_bpb"][name] == 8 * size / len(raw), tool
+    assert lzma.decompress(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)) == raw
 
 
 def test_prepare_quality_order_cl100k_uint32(tmp_path):

@@ -341,6 +341,109 @@ def test_syntax_pass_rate_on_fixed_completions():
     assert ev.syntax_pass_rate(programs) == pytest.approx(3 / 6)
 
 
+TOP = "def f(n):\n"
+METHOD = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+
+
+@pytest.mark.parametrize("prompt, completion, ended, body, finished", [
+    # the function ends at the first column-0 line, whatever the budget then cut
+    (TOP, "    return n * 2\n\n\nx = f(", False, "    return n * 2\n\n\n", True),
+    (TOP, "    return (n *\nprint(f(2))", False, "    return (n *\n", True),
+    # the budget ran out inside the function: cut off, whatever it holds
+    (TOP, "    total = 0\n    for i in range(n):\n        total +", False,
+     "    total = 0\n    for i in range(n):\n        total +", False),
+    (TOP, "    a = 1\n\n   \n\t\n    return a", False, "    a = 1\n\n   \n\t\n    return a", False),  # blank lines
+    # end-of-text, or a stop string (removed from the text), ended it
+    (TOP, "    return n\n", True, "    return n\n", True),
+    (TOP, "    return n +", True, "    return n +", True),
+    # no body at all: the function ended at once
+    (TOP, "print(1)\n", False, "", True),
+    # a method ends at the next line no deeper than its def; deeper lines, even after a blank one, are its own
+    (METHOD, "        if item:\n\n            self.items.append(item)\n    def pop(self):\n", False,
+     "        if item:\n\n            self.items.append(item)\n", True),
+    (METHOD, "        self.items.append(item)\n\n        return self", False,
+     "        self.items.append(item)\n\n        return self", False),
+])
+def test_syntax_functions_end_at_the_first_line_no_deeper_than_the_def(prompt, completion, ended, body, finished):
+    assert ev.function_end(prompt, completion, ended) == (body, finished)
+
+
+@pytest.mark.parametrize("stop", ev.FUNCTION_STOP)
+def test_syntax_functions_every_stop_string_is_a_line_that_ends_a_function(stop):
+    assert set(ev.HUMANEVAL_STOP) <= set(ev.FUNCTION_STOP)
+    assert ev.function_end(TOP, "    x = 1" + stop + " y", False) == ("    x = 1\n", True)
+
+
+def test_syntax_functions_rate_scores_the_finished_functions_and_counts_the_cut_off():
+    samples = [(TOP, "    return n * 2\n\nx = 1", False),           # ended at the dedent; compiles
+               (TOP, "    return (n *\nprint(f(2))", False),      # ended at the dedent; does not compile
+               (TOP, "    total = 0\n    for i in range(", False),  # cut off by the budget: not scored
+               (TOP, "    return n\n", True),                      # ended by end-of-text; compiles
+               (TOP, "    return n +", True),                      # ended by end-of-text; does not compile
+               (METHOD, "        self.items.append(item)\n", True)]  # compiles with its class
+    assert ev.function_pass_rate(samples) == {"function_pass_rate": 3 / 6, "compiled_of_finished": 3 / 5,
+                                              "finished": 5, "cut_off": 1, "n": 6}
+    none = ev.function_pass_rate([(TOP, "    x = 1\n    y = 2", False)])
+    assert none["function_pass_rate"] == 0 and none["compiled_of_finished"] is None
+    assert (none["finished"], none["cut_off"], none["n"]) == (0, 1, 1)
+
+
+def fixed_distribution_gpt(enc, probs, block_size=256):
+    """A real 1-layer GPT whose next token always follows probs (any other token has odds of about e^-30): its final
+    norm's weight is zero, so the LM head sees only the norm's bias, a one-hot that picks the log-odds column."""
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=block_size, n_layer=1, n_embd=8, n_head=2,
+                          tie_embeddings=False))
+    with torch.no_grad():
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.zero_()
+        model.ln_f.bias[0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:, 0] = -30.0
+        for token, p in probs.items():
+            model.lm_head.weight[token, 0] = math.log(p)
+    return model
+
+
+def test_syntax_functions_end_to_end_counts_every_completion_once(monkeypatch, tmp_path):
+    """A checkpoint that writes only ' ', 'x', newlines, '@' (a stop string at column 0) and end-of-text: one byte
+    a token, so a completion the budget ended is exactly max_new_tokens long, and the verdicts are worked out here
+    from the text alone."""
+    from test_sample import save_checkpoint_dir
+    enc = byte_tokenizer()
+    eot = enc.encode_single_token("<|endoftext|>")
+    model = fixed_distribution_gpt(enc, {ord(" "): 0.6, ord("x"): 0.2, ord("\n"): 0.1, ord("@"): 0.05, eot: 0.05})
+    out = save_checkpoint_dir(tmp_path / "ckpt", model, enc)
+    real, seen = ev.generate, []
+
+    def recording(*args, **kwargs):
+        texts, truncated = real(*args, **kwargs)
+        seen.extend(zip(texts, kwargs["ended"]))
+        return texts, truncated
+    monkeypatch.setattr(ev, "generate", recording)
+    prompts, budget = [TOP, 'def g(n):\n    """Doc."""\n'], 12
+    for key, value in dict(tasks="syntax_functions", out_dir=str(out), FUNCTION_PROMPTS=prompts, syntax_samples=16,
+                           max_new_tokens=budget, temperature=1.0, top_p=1.0, device="cpu", dtype="float32").items():
+        monkeypatch.setattr(ev, key, value)
+    ev.main()
+    result = json.loads((out / "eval.json").read_text())["results"]["syntax_functions"]
+    assert [ended for _, ended in seen] == [len(text) < budget for text, _ in seen]  # a stop, not the budget
+    compiled = finished = 0
+    ways = set()
+    for prompt, (text, ended) in zip([p for p in prompts for _ in range(16)], seen):
+        lines = text.split("\n")
+        top = next((i for i, line in enumerate(lines) if line[:1] in ("x", "@")), None)  # a column-0 line
+        ways.add("a stop" if ended else "the budget, after a column-0 line" if top is not None else "cut off")
+        if top is not None or ended:
+            finished += 1
+            body = text if top is None else "".join(line + "\n" for line in lines[:top])
+            compiled += ev.is_valid_python(prompt + body)
+    assert result == {"definition": ev.definition("syntax_functions"), "function_pass_rate": compiled / 32,
+                      "compiled_of_finished": compiled / finished, "finished": finished, "cut_off": 32 - finished,
+                      "n": 32}
+    assert 0 < compiled < finished and len(ways) == 3  # every path taken
+
+
 GENERATIONS = [  # model answers to GSM8K-style questions, with the gold answer each is scored against
     ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "She sold 48+24 = 72 clips.\n#### 72"),
     ("She pays $1,200.\n#### 1,200", "#### 1200"),
@@ -473,7 +576,7 @@ def test_file_ppl_without_files_is_refused_before_the_model_loads(monkeypatch, t
     monkeypatch.setattr(ev, "load_checkpoint", no_model)
     monkeypatch.setattr(ev, "tasks", "val_ppl,file_ppl")
     monkeypatch.setattr(ev, "files", str(tmp_path / "*.py"))
-    with pytest.raises(UserError, match="file_ppl needs held-out source files"):
+    with pytest.raises(UserError, match="file_ppl needs held-out files"):
         ev.main()
 
 
@@ -664,3 +767,79 @@ def test_mbpp_is_lm_evals_greedy_pass_at_1_and_a_sampled_pass_at_k_is_named_ours
     assert calls[1][0] == 5 and (calls[1][2]["temperature"], calls[1][2]["max_new_tokens"]) == (0.2, 512)
     assert list(sampled) == ["pass@1 (sampled, not lm-eval)", "pass@5 (sampled, not lm-eval)", "n"]
     assert "ours" in ev.definition("mbpp") and not ev.definition("mbpp").startswith("lm-eval")
+
+
+# -----------------------------------------------------------------------------
+# bits per byte
+
+
+def test_bpb_of_files_is_the_models_own_loss_over_utf8_bytes(monkeypatch, tmp_path):
+    import bz2
+
+    import torch.nn.functional as F
+    from model import GPT, GPTConfig
+    from test_sample import save_checkpoint_dir
+    enc = byte_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=64, n_layer=1, n_embd=32, n_head=4)).eval()
+    out = save_checkpoint_dir(tmp_path / "ckpt", model, enc)
+    texts = ["def café():\n    return 'é'\n", "x = 1\n" * 30]  # 2-byte characters; the second spans 3 windows
+    for i, text in enumerate(texts):
+        (tmp_path / f"f{i}.py").write_text(text, encoding="utf-8")
+    for key, value in dict(tasks="bpb", out_dir=str(out), files=str(tmp_path / "*.py"), device="cpu",
+                           dtype="float32").items():
+        monkeypatch.setattr(ev, key, value)
+    ev.main()
+    result = json.loads((out / "eval.json").read_text())["results"]["bpb"]
+    raw = [t.encode() for t in texts]
+    assert result["bytes"] == sum(map(len, raw)) and result["tokens"] == sum(map(len, raw))  # one token per byte
+    # the reference for the short file: one forward pass over <|endoftext|> + the file, summed cross-entropy
+    import data
+    ids = (data.start_ids(enc) or [enc.encode_single_token("<|endoftext|>")])[:1] + list(raw[0])
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids[:-1]]), all_logits=True)
+    short_nll = F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="sum").item()
+    monkeypatch.setattr(ev, "files", str(tmp_path / "f0.py"))
+    ev.main()
+    short = json.loads((out / "eval.json").read_text())["results"]["bpb"]
+    assert short["bits_per_byte"] == pytest.approx(short_nll / len(raw[0]) / math.log(2), rel=1e-5)
+    assert short["bz2"] == 8 * len(bz2.compress(raw[0], 9)) / len(raw[0])
+    assert "bits per byte of --files=" in short["definition"]
+
+
+def test_bpb_of_the_val_split_decodes_its_documents(monkeypatch, tmp_path):
+    import data
+    from model import GPT, GPTConfig
+    from test_sample import save_checkpoint_dir
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"m{i:02d}.py").write_text(f"def f{i}(x):\n    # ünïcode {i}\n    return x * {i}\n")
+    folder = data.prepare(dict(dataset=f"files:{src}", data_dir=str(tmp_path / "data"), tokenizer="bpe", vocab_size=280,
+                               special_tokens=["<|endoftext|>"], filters="none", val_fraction=0.3, fim_rate=0.0))
+    meta = data.read_meta(folder)
+    enc = data.load_tokenizer(folder)
+    model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=32, n_layer=1, n_embd=16, n_head=2))
+    out = save_checkpoint_dir(tmp_path / "ckpt", model, enc)
+    for key, value in dict(tasks="bpb", out_dir=str(out), files="", data_dir=str(folder), device="cpu",
+                           dtype="float32").items():
+        monkeypatch.setattr(ev, key, value)
+    ev.main()
+    result = json.loads((out / "eval.json").read_text())["results"]["bpb"]
+    assert result["documents"] == meta["val_docs"] and result["bytes"] == meta["val_bytes"]
+    assert result["tokens"] == meta["val_tokens"] - meta["val_docs"]  # every token but the end-of-text ones
+    assert result["xz"] == pytest.approx(meta["val_compressed_bpb"]["xz"])
+
+
+def test_bpb_files_of_installed_packages(monkeypatch):
+    import json as json_package
+    monkeypatch.setattr(ev, "files", "pkg:json")
+    folder = Path(json_package.__file__).parent
+    assert ev.held_out_paths("bpb") == sorted(str(p) for p in folder.rglob("*.py"))
+    monkeypatch.setattr(ev, "load_checkpoint", no_model)
+    monkeypatch.setattr(ev, "tasks", "bpb")
+    monkeypatch.setattr(ev, "files", "pkg:json,no_such_package_here")
+    with pytest.raises(UserError, match="no installed package no_such_package_here"):
+        ev.main()  # before the model loads
+    with pytest.raises(UserError, match="no installed package no_such_package_here"):
+        ev.held_out_paths("bpb")

@@ -6,6 +6,8 @@ a few steps on a 16-token context."""
 import json
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -197,10 +199,132 @@ def test_bins_made_with_other_settings_are_not_replaced(data_dir):
     assert (data_dir / "stdlib_python" / "meta.json").read_bytes() == meta
 
 
-def test_train_refuses_bins_another_recipe_made(data_dir, tmp_path):
-    # tiny's recipe (BPE 4096, five specials) must not train on these bins (BPE 320) without a word
-    message = refused(run, [f"--data_dir={data_dir}", "--preset=tiny", f"--out_dir={tmp_path}", "--max_iters=1"])
-    assert "vocab_size 320 -> 4096" in message and "--data_name=" in message
+# the data is the student's to change: bins are trained on as prepared, and every suggested command works -------
+
+# tiny's model cut to TINY's size (its sample_prompt off): the preset's data settings are what these tests are about
+TINY_PRESET = ["--preset=tiny", *TINY, "--n_kv_head=1", "--ffn_hidden=64", "--max_iters=2", "--sample_prompt="]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A few standard-library modules as a files: dataset: a stand-in for the whole library, prepared in a blink."""
+    root = tmp_path_factory.mktemp("corpus")
+    for name in ("bisect", "colorsys", "fnmatch", "glob", "heapq", "textwrap", "shlex", "copy"):
+        shutil.copy(Path(os.__file__).with_name(f"{name}.py"), root)
+    return root
+
+
+def data_py(*argv, cwd=ROOT):
+    """python data.py ARGV as a user runs it: (exit status, stderr)."""
+    r = subprocess.run([sys.executable, str(ROOT / "data.py"), *argv], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.returncode, r.stderr
+
+
+def suggested(message, new):
+    """The arguments of the `python data.py ...` command a message suggests, with its NEW filled in."""
+    command = re.search(r"python data\.py (.*?), then ", message).group(1)
+    return [arg.replace("NEW", str(new)) for arg in shlex.split(command)]
+
+
+def test_train_trains_on_bins_another_recipe_made(data_dir, tmp_path):
+    """tiny's recipe prepares a BPE of 4,096 ids with five specials; bins made otherwise (BPE 320, one special) are
+    trained on as they are, by a model of their vocabulary: the preset's values are defaults, not wishes."""
+    run([f"--data_dir={data_dir}", "--dataset=stdlib_python", f"--out_dir={tmp_path}", *TINY_PRESET])
+    model, enc, _ = checkpoint.load_checkpoint(tmp_path)
+    assert model.config.vocab_size == enc.n_vocab == 320
+
+
+def test_a_student_trains_the_preset_on_data_prepared_with_other_special_tokens(corpus, tmp_path, monkeypatch):
+    """The quick start's data with one setting changed, then the preset trained on it (the corpus and vocab_size
+    stand in for the standard library; fim_rate=0 is the advice of data.py's first answer)."""
+    student = ["--preset=tiny", "--special_tokens=['<|endoftext|>']", "--data_name=mine"]
+    small = [f"--dataset=files:{corpus}", "--vocab_size=300", "--val_fraction=1"]
+    status, err = data_py(*student, *small, cwd=tmp_path)
+    assert status != 0 and len(err.strip().splitlines()) == 1 and "pass --fim_rate=0" in err  # tiny's FIM needs its tokens
+    assert data_py(*student, *small, "--fim_rate=0", cwd=tmp_path)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    run(["--dataset=mine", *TINY_PRESET])
+    model, enc, _ = checkpoint.load_checkpoint(tmp_path / "out" / "tiny")
+    assert model.config.vocab_size == 300 and enc.special_tokens_set == {"<|endoftext|>"}
+
+
+def test_the_advice_to_keep_both_bins_works(corpus, tmp_path):
+    """data.py never replaces bins made with other settings; both ways out it names work."""
+    first = [f"--dataset=files:{corpus}", f"--data_dir={tmp_path}", "--vocab_size=300", "--val_fraction=1"]
+    assert data_py(*first)[0] == 0
+    status, err = data_py(*first, "--vocab_size=280")
+    assert status != 0 and "keep both with --data_name=NEW (train on them with train.py --dataset=NEW)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert data_py(*first, "--vocab_size=280", "--data_name=mine")[0] == 0  # keep both ...
+    run([f"--data_dir={tmp_path}", "--dataset=mine", f"--out_dir={tmp_path / 'run'}", *TINY_PRESET])  # ... and train
+    assert checkpoint.load_checkpoint(tmp_path / "run")[0].config.vocab_size == 280
+    shutil.rmtree(re.search(r"or delete (.*) to replace them", err).group(1))  # or delete the old ones
+    assert data_py(*first, "--vocab_size=280")[0] == 0
+
+
+@pytest.mark.parametrize("wish", ["--tokenizer=cl100k_base", "--special_tokens=['<|endoftext|>', '<|pad|>']"])
+def test_a_data_setting_given_to_train_that_the_bins_disagree_with_is_refused_with_advice_that_works(
+        corpus, tmp_path, wish):
+    folder = data.prepare({"dataset": f"files:{corpus}", "data_dir": str(tmp_path), "data_name": "mine", "vocab_size": 300,
+                           "special_tokens": ["<|endoftext|>"], "val_fraction": 1})
+    common = [f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'run'}", *TINY, "--max_iters=2", wish]
+    message = refused(run, ["--dataset=mine", *common])
+    assert message.startswith(f"{folder} holds bins prepared with other settings than this run gives")
+    assert data_py(*suggested(message, "theirs"))[0] == 0
+    run(["--dataset=theirs", *common])
+    model, enc, _ = checkpoint.load_checkpoint(tmp_path / "run")
+    assert data.read_meta(tmp_path / "theirs")["tokenizer_hash"] == data.tokenizer_hash(enc)
+
+
+def test_train_prepares_missing_bins_with_the_data_settings_given_to_it(corpus, tmp_path):
+    """data.py's settings given to train.py (--special_tokens) shape the bins it prepares; the preset's FIM then
+    needs its tokens, and the one-sentence refusal's advice, given to train.py too, works."""
+    argv = [f"--data_dir={tmp_path}", f"--dataset=files:{corpus}", f"--out_dir={tmp_path / 'run'}", *TINY_PRESET,
+            "--special_tokens=['<|endoftext|>']", "--vocab_size=300", "--val_fraction=1"]
+    assert "pass --fim_rate=0" in refused(run, argv)
+    run([*argv, "--fim_rate=0"])
+    assert data.read_meta(tmp_path / f"files_{corpus.name}")["special_tokens"] == {"<|endoftext|>": 299}
+
+
+def test_a_vocab_size_below_the_datas_is_refused_with_advice_that_works(data_dir, tmp_path):
+    message = refused(run, args(data_dir, tmp_path, "--max_iters=1", "--vocab_size=100"))
+    assert "set --vocab_size=320, or leave it out" in message
+    run(args(data_dir, tmp_path, "--max_iters=1", "--vocab_size=320"))
+
+
+def test_continuing_on_data_of_another_tokenizer_says_how_to_prepare_bins_it_reads(trained, other_data_dir, tmp_path):
+    """Resume and a new stage both meet bins of another BPE; the data.py command the refusal names prepares the
+    same data with the checkpoint's tokenizer, and the run then continues on them."""
+    out = copy_run(trained, tmp_path)
+    for source, argv in ((out, ["--init_from=resume", "--max_iters=6"]),
+                         (trained, [f"--init_from={trained}", "--max_iters=2", f"--out_dir={tmp_path / 'stage2'}"])):
+        message = refused(run, args(other_data_dir, out, *argv))
+        assert f"--tokenizer={source}" in message and message.endswith("then run this again with --data_dir=NEW")
+        new = tmp_path / f"bins_for_{source.name}"
+        assert data_py(*suggested(message, new))[0] == 0
+        run(args(other_data_dir, out, *argv, f"--data_dir={new}"))
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 6
+    assert torch.load(tmp_path / "stage2" / "ckpt.pt", weights_only=True)["iter_num"] == 2
+
+
+def test_given_settings_are_told_from_a_presets():
+    """configurator.given: what the user gave (command line, keywords, a notebook's assignment, data.py's settings
+    handed on), never a preset's value."""
+    g = vars(train)
+    try:
+        configurator.configure(g, ["--preset=tiny", "--max_iters=3", "--special_tokens=['<|endoftext|>']"])
+        assert configurator.given(g) == {"max_iters": 3, "special_tokens": ["<|endoftext|>"]}
+        train.configure(n_layer=1)
+        train.n_embd = 64
+        assert configurator.given(g) == {"max_iters": 3, "special_tokens": ["<|endoftext|>"], "n_layer": 1, "n_embd": 64}
+        train.configure(preset="tiny")  # a new recipe starts afresh; a hand assignment is kept, and stays the user's
+        assert configurator.given(g) == {"n_embd": 64}
+        assert "expects a list" in refused(configurator.configure, g, ["--special_tokens=<|endoftext|>"])
+        assert "fim_rate=2" in refused(configurator.configure, g, ["--fim_rate=2"])
+        assert "did you mean --special_tokens" in refused(configurator.configure, g, ["--special_token=[]"])
+    finally:
+        configurator.reset(g)
 
 
 # resume under another world size ------------------------------------------------------------------------

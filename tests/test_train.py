@@ -59,13 +59,25 @@ def test_an_architecture_flag_assigned_by_hand_builds_the_model(data_dir, tmp_pa
     assert len(model.blocks) == 1 and model.config.n_layer == 1
 
 
-def test_loss_falls_and_notebook_can_run_twice(data_dir, tmp_path):
+def test_loss_falls_and_notebook_can_run_twice(data_dir, tmp_path, capsys):
     first = run_in_process(args(data_dir, tmp_path / "a", "--max_iters=40", "--eval_interval=20"))
+    last_line = capsys.readouterr().out.splitlines()[-1]
     evals = [r for r in metrics(tmp_path / "a") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 20, 40]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.7  # from ln(320) = 5.77
     assert first["iters"] == 40 and first["tokens"] == 40 * 4 * 32
     assert [r["tokens"] for r in evals] == [0, 20 * 4 * 32, 40 * 4 * 32]  # plot.py draws loss against these
+    # bits per byte: nats per token times the data's tokens per byte, over ln 2 (meta.json counts both)
+    meta = data.read_meta(data_dir / "stdlib_python")
+    for row in evals:
+        for split in ("train", "val"):
+            expected = row[f"{split}_loss"] * meta[f"{split}_tokens"] / meta[f"{split}_bytes"] / math.log(2)
+            assert row[f"{split}_bpb"] == pytest.approx(expected, rel=1e-12)
+    assert evals[0]["compressors_bpb"] == meta["val_compressed_bpb"] and "compressors_bpb" not in evals[1]
+    assert first["val_bpb"] == evals[-1]["val_bpb"]
+    xz = meta["val_compressed_bpb"]["xz"]
+    assert last_line.startswith(f"your model compresses unseen stdlib_python to {first['val_bpb']:.3f} bits per byte; ")
+    assert last_line.endswith(f"xz: {xz:.3f}")
     # a second call in the same process: fresh state, same numbers (seeded)
     second = run_in_process(args(data_dir, tmp_path / "b", "--max_iters=40", "--eval_interval=20"))
     assert second["val_loss"] == first["val_loss"]
