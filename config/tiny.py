@@ -5,58 +5,61 @@
 #   python sft.py --preset=tiny        # fine-tunes on embedded instruction sets
 #   python sample.py --out_dir=out/tiny_sft --chat=True
 
-# model: pycraft's flags at a size a 2-core CPU trains in minutes
-# (2.48M parameters: minutes end to end on 2 cores, BENCHMARKS.md; d=128 and vocab 2,048 would be 1.3M)
-n_layer = 4
-n_embd = 160
-n_head = 4                 # head_dim 40
+# Each value below cites the row of BENCHMARKS.md's "CPU speedrun" record table that chose it (R0 is the
+# quick start before the speedrun); rows not cited kept the value R0 had.
+
+# model: pycraft's flags at a size a 2-core CPU trains in minutes (2.48M parameters)
+n_layer = 4                # R0; 6 layers cost 1.37x the step time (R6's step-time table)
+n_embd = 160               # R0; 128 wide was as good at 1,640 steps (R6), not better
+n_head = 4                 # head_dim 40 (R0)
 n_kv_head = 2              # GQA 2:1 as in card 000 (there 8:2)
-ffn_hidden = 448
-block_size = 256
-vocab_size = 4096
-pos = "rope"
+ffn_hidden = 448           # SwiGLU at 2.8x n_embd (R0)
+block_size = 256           # R0; 128 saves only 7% of the step (R6's step-time table)
+vocab_size = 4096          # R0; 2,048 ids save 19% of the step but need 14% more tokens per byte
+pos = "rope"               # pycraft's architecture (card 000)
 norm = "rmsnorm"
 norm_eps = 1e-6
 mlp = "swiglu"
 qk_norm = "before_rope"
-tie_embeddings = False
+tie_embeddings = False     # card 000; tying saves 2% of the step (R6's step-time table)
 bias = False
-dropout = 0.0
+dropout = 0.0              # under one epoch: nothing to regularize
 
 # data: the interpreter's own standard library, our BPE, FIM as in card 000
 dataset = "stdlib_python"
 tokenizer = "bpe"
 special_tokens = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|pad|>"]
 split_pattern = "gpt4"
-max_chars = 0                      # the whole standard library: ~6.8M training tokens, prepared in ~40 s
+max_chars = 0                      # the whole standard library
 tokenizer_train_chars = 10_000_000
-filters = "code_quality"
+filters = "code_quality"           # card 001's filter
 dedup = True
 quality_order = False
-max_literal_share = 0.5            # drops codec and entity tables (0.58-0.78 literals; programs < 0.35)
-test_fraction = 0.1                # 61% of the stdlib's bytes are tests: keep a tenth of them
-val_fraction = 0.05                # a random 5% of the files (about 40), never trained on
-fim_rate = 0.5
+max_literal_share = 0.5            # R1: drops codec and entity tables (0.58-0.78 literals; programs < 0.35)
+test_fraction = 0.1                # R1: 61% of the stdlib's bytes are tests; keep a tenth of them
+val_fraction = 0.05                # R1: a random 5% of the files (about 40), never trained on
+fim_rate = 0.5                     # card 000; R2: 0 was no better in bits per byte
 
 # training
-batch_size = 16
+batch_size = 8                     # R4: 8 x 256 tokens a step, twice the steps of 16 at the same tokens/s
 gradient_accumulation_steps = 1
-max_iters = 600
-lr_decay_iters = 0                  # 0 = max_iters, so a stage that raises --max_iters decays over all of it
-learning_rate = 2e-3               # small models take a large LR
-min_lr = 2e-4
-warmup_iters = 50
+max_iters = 1200                   # R4: the same tokens as R0's 600 x 16
+lr_decay_iters = 0                 # 0 = max_iters, so a stage that raises --max_iters decays over all of it
+learning_rate = 8e-3               # R7 (AdamW: embeddings, head, norms); R5's 4e-3 and R0's 2e-3 were worse
+min_lr = 8e-4                      # a tenth of the peak, as nanoGPT
+muon_lr = 0.02                     # R3: Muon for the block matrices (nanochat's LR; 0.04 was worse)
+warmup_iters = 100                 # R4: R0's 50 steps of warmup, in steps of half the batch
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
-eval_interval = 200
-eval_iters = 20
+eval_interval = 300                # R4: five points on the curves
+eval_iters = 20                    # 41k tokens of each split per point
 log_interval = 20
 device = "cpu"
 dtype = "float32"
 out_dir = "out/tiny"
-sample_prompt = "import os\n\n\ndef "
+sample_prompt = 'def read_lines(path):\n    """Return the lines of a text file, without their line ends."""\n'
 
 # SFT on embedded, generated sets (no download)
 sft_init_from = "out/tiny"
