@@ -47,7 +47,7 @@ def test_configure_keeps_what_was_assigned_by_hand_and_the_preset(fresh_train):
     train.max_iters = 3
     cfg = train.configure(batch_size=4)
     assert cfg["max_iters"] == 3 and train.max_iters == 3 and cfg["batch_size"] == 4
-    assert cfg["preset"] == "tiny" and cfg["n_layer"] == 4 and cfg["learning_rate"] == 2e-3  # tiny's, not the file's
+    assert cfg["preset"] == "tiny" and cfg["n_layer"] == 4 and cfg["learning_rate"] == 8e-3  # tiny's, not the file's
     train.learning_rate = 1e-3
     cfg = train.configure(preset="gpt2_50m")  # a new recipe: its values, and the hand edit made since the last call
     assert cfg["preset"] == "gpt2_50m" and cfg["learning_rate"] == 1e-3 and cfg["n_layer"] != 4
