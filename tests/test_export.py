@@ -19,6 +19,7 @@ import checkpoint
 import configurator
 import bpe
 import data
+import sources
 import export
 import files
 import hf
@@ -43,7 +44,7 @@ ODD = ["", "a", "😀👍🏽 family 👨‍👩‍👧", "안녕하세요, 세�
 @pytest.fixture(scope="module")
 def stdlib_sample():
     """A handful of the interpreter's own standard library files (text no test author wrote)."""
-    files = [f for f in data.stdlib_files() if Path(f).name in
+    files = [f for f in sources.stdlib_files() if Path(f).name in
              ("textwrap.py", "shlex.py", "colorsys.py", "fnmatch.py", "calendar.py", "string.py", "this.py")]
     assert len(files) >= 5
     return [Path(f).read_text(encoding="utf-8") for f in files]
@@ -407,7 +408,7 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
     t0 = time.time()
     back, _, _ = hf.load_hf(str(out))
     t_ours = time.time() - t0
-    x = torch.tensor([enc.encode(Path(data.stdlib_files()[0]).read_text()[:4000])[:256]])
+    x = torch.tensor([enc.encode(Path(sources.stdlib_files()[0]).read_text()[:4000])[:256]])
     with torch.no_grad():
         ours, reference = model(x, all_logits=True)[0], theirs(x).logits
     diff = (ours - reference).abs().max().item()
@@ -423,7 +424,7 @@ def test_benchmark_full_size_export_and_load(preset, tmp_path):
 
 def test_midtraining_a_foreign_model_asks_for_its_pretraining_bins(tmp_path):
     """A Hugging Face folder that this project did not write names no pretraining data: one line, not a KeyError."""
-    enc = bpe.train_bpe([open(data.stdlib_files()[0]).read()[:20000]], 300, ["<|endoftext|>"], verbose=False)
+    enc = bpe.train_bpe([open(sources.stdlib_files()[0]).read()[:20000]], 300, ["<|endoftext|>"], verbose=False)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=32, n_layer=1, n_embd=32, n_head=4, pos="rope",
                           norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False))

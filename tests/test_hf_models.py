@@ -26,6 +26,7 @@ import torch
 
 import bpe
 import data
+import sources
 import export
 import hf
 import sft
@@ -62,19 +63,8 @@ PUBLISHED = {
                          max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0, sliding_window=32768,
                          use_sliding_window=False, max_window_layers=24, tie_word_embeddings=True, hidden_act="silu",
                          initializer_range=0.02, bos_token_id=151643, eos_token_id=151643),
-    "qwen2.5_1.5b": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=151936, hidden_size=1536,
-                         intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                         max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0, sliding_window=131072,
-                         use_sliding_window=False, max_window_layers=28, tie_word_embeddings=True, hidden_act="silu",
-                         initializer_range=0.02, bos_token_id=151643, eos_token_id=151643),
     "qwen3_0.6b": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=151936, hidden_size=1024,
                        intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                       rope_scaling=None, attention_bias=False, use_sliding_window=False, sliding_window=None,
-                       max_window_layers=28, tie_word_embeddings=True, hidden_act="silu", initializer_range=0.02,
-                       bos_token_id=151643, eos_token_id=151645),
-    "qwen3_1.7b": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=151936, hidden_size=2048,
-                       intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
                        head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
                        rope_scaling=None, attention_bias=False, use_sliding_window=False, sliding_window=None,
                        max_window_layers=28, tie_word_embeddings=True, hidden_act="silu", initializer_range=0.02,
@@ -90,6 +80,11 @@ PUBLISHED = {
                         rope_scaling=LLAMA3_ROPE, attention_bias=False, mlp_bias=False, tie_word_embeddings=True,
                         hidden_act="silu", initializer_range=0.02, bos_token_id=128000, eos_token_id=128001),
 }
+# a family's larger size differs from its smaller one in these fields alone
+PUBLISHED["qwen2.5_1.5b"] = dict(PUBLISHED["qwen2.5_0.5b"], hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                 num_attention_heads=12, max_position_embeddings=131072, sliding_window=131072,
+                                 max_window_layers=28)
+PUBLISHED["qwen3_1.7b"] = dict(PUBLISHED["qwen3_0.6b"], hidden_size=2048, intermediate_size=6144)
 CLASS = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
@@ -168,7 +163,7 @@ TEXTS = [
 def corpus():
     """Training text for the stand-ins: a few standard-library files and the text set's alphabet."""
     names = ("textwrap.py", "shlex.py", "string.py", "calendar.py")
-    files = [f for f in data.stdlib_files() if Path(f).name in names]
+    files = [f for f in sources.stdlib_files() if Path(f).name in names]
     return [Path(f).read_text(encoding="utf-8") for f in files] + TEXTS * 5
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import bpe
+import benchmarks
 import eval as ev
 import export
 from model import GPT, GPTConfig
@@ -223,7 +224,7 @@ def samples(run, task):
 
 def test_wikitext_pages_are_eleuthers_document_level_split(tmp_path):
     (tmp_path / "wiki.test.raw").write_text(WIKI_RAW, encoding="utf-8")
-    assert ev.wikitext_documents(str(tmp_path / "wiki.test.raw")) == ["\n".join(p) for p in PAGES]
+    assert benchmarks.wikitext_documents(str(tmp_path / "wiki.test.raw")) == ["\n".join(p) for p in PAGES]
 
 
 @pytest.mark.parametrize("task, lm_task", [("arc_easy", "local_arc_easy"), ("hellaswag", "local_hellaswag")])
@@ -249,7 +250,7 @@ def test_hellaswag_scores_a_contexts_trailing_space_with_the_choice(trained):
 def test_wikitext_equals_lm_eval(eval_py, lm_eval_run):
     model, enc, _ = eval_py
     theirs = samples(lm_eval_run, "local_wikitext")
-    pages = ev.wikitext_documents(ev.find_benchmark("wikitext2"))
+    pages = benchmarks.wikitext_documents(ev.find_benchmark("wikitext2"))
     nll = [ev.wikitext_page_nll(model, enc, p, model.config.block_size)[0] for p in pages]
     assert len(enc.encode_ordinary(ev.wikitext_detokenize(pages[0]))) > 2 * model.config.block_size  # 3 windows
     assert nll == pytest.approx([-s["resps"][0][0] for s in theirs], rel=1e-5)

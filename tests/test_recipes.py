@@ -13,6 +13,7 @@ import torch
 
 import configurator
 import data
+import sources
 import dryrun
 import eval as evaluate
 import files
@@ -45,7 +46,7 @@ def starcoder_like(tmp_path_factory):
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"])
-    tok.train_from_iterator([Path(p).read_text() for p in (data.stdlib_files()[:40])], trainer)
+    tok.train_from_iterator([Path(p).read_text() for p in (sources.stdlib_files()[:40])], trainer)
     path = tmp_path_factory.mktemp("starcoder2") / "tokenizer.json"
     tok.save(str(path))
     return path
