@@ -223,7 +223,9 @@ def render(template, messages, enc):
 
 
 def render_prompt(template, messages, enc):
-    """Ids of the conversation so far (ending with a user message) plus the generation prompt."""
+    """Ids of the conversation so far (ending with a user message) plus the generation prompt. The same ids as
+    Hugging Face's apply_chat_template but for whitespace and a message that spells a special token: that
+    stays text here, so a user cannot end a turn by typing "<|im_end|>"."""
     if not messages or messages[-1].get("role") != "user":
         raise UserError("a chat prompt must end with a user message")
     return render(template, messages, enc)[0]
