@@ -223,19 +223,20 @@ def effective_config(g):
 # the gradient and --timeout=-1 failed correct code, silently. Interval notation: [ ] includes the end.
 _AT_LEAST_1 = ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval",
                "grad_skip_window", "max_skips_in_row", "num_samples", "max_new_tokens", "gen_batch_size", "sample_tokens",
-               "syntax_samples", "ppl_stride", "pad_vocab_multiple", "simplemath_max", "memory_mb")
+               "syntax_samples", "ppl_stride", "pad_vocab_multiple", "simplemath_max", "memory_mb", "parallel", "max_body")
 _AT_LEAST_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "epochs", "max_examples", "limit", "workers", "num_proc",
                "max_docs", "max_chars", "max_shards", "tokenizer_train_chars", "top_k", "ppl_context", "val_tokens",
                "grad_clip", "grad_skip_factor", "weight_decay", "min_lr", "muon_lr",
-               "temperature", "init_std", "emb_init_std", "logit_softcap")
+               "temperature", "init_std", "emb_init_std", "logit_softcap", "queue_size")
 RANGES = {
     **dict.fromkeys(_AT_LEAST_1, "[1, inf)"), **dict.fromkeys(_AT_LEAST_0, "[0, inf)"),
     **dict.fromkeys(("dropout", "beta1", "beta2"), "[0, 1)"),
     **dict.fromkeys(("fim_rate", "fim_spm_rate", "midtrain_ratio", "warmdown_frac", "warmup_frac",
                      "max_literal_share", "test_fraction"), "[0, 1]"),
     **dict.fromkeys(("learning_rate", "adam_eps", "timeout", "repetition_penalty", "rope_theta", "norm_eps",
-                     "val_fraction"), "(0, inf)"),
+                     "val_fraction", "request_timeout"), "(0, inf)"),
     "top_p": "(0, 1]",
+    "port": "[0, 65535]",
     "seed": "[0, 4294967295]",  # numpy seeds are 32-bit
 }
 CHOICES = {

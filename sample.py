@@ -96,10 +96,10 @@ class TextStream:
 
 
 def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                  stop_strings=(), stop_ids=(), use_cache=True, generator=None, on_text=None, ended=None):
+                  stop_strings=(), stop_ids=(), use_cache=True, generator=None, on_text=None, ended=None, cancelled=None):
     """Completions of the rows of idx (B, T): (texts, tokens generated). on_text(str) streams row 0. A list passed
     as ended gets one bool per row: True where a stop string or token ended it, False where max_new_tokens (or the
-    context) did."""
+    context) did. cancelled() is asked after every token, and True ends every row there (serve.py: the client left)."""
     streams = [TextStream(enc, stop_strings, stop_ids) for _ in range(idx.size(0))]
     steps = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
                            repetition_penalty=repetition_penalty, stop_tokens=list(stop_ids), use_cache=use_cache,
@@ -111,6 +111,8 @@ def generate_text(model, enc, idx, max_new_tokens, temperature, top_k, top_p, re
                 on_text(piece)
         if all(s.done for s in streams):
             break  # every row hit a stop string or token
+        if cancelled and cancelled():
+            break
     if ended is not None:
         ended += [s.done for s in streams]
     for s in streams:
@@ -196,11 +198,7 @@ def chat_loop(model, enc, template, system, settings, ctx, generator, write):
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        ids = render_prompt(template, messages, enc)
-        first = 1 if system else 0
-        while len(ids) + max_new_tokens > block and len(messages) - first > 1:
-            del messages[first:first + 2]  # forget the oldest exchange (user + assistant) to fit the context
-            ids = render_prompt(template, messages, enc)
+        ids = forget_oldest(template, messages, enc, block - max_new_tokens)
         if len(ids) >= block:
             print(f"error: this message is {len(ids)} tokens in the template; the context is {block}", file=sys.stderr)
             messages.pop()
@@ -214,6 +212,23 @@ def chat_loop(model, enc, template, system, settings, ctx, generator, write):
         write("\n")
         messages.append({"role": "assistant", "content": reply})
     return n_tokens, seconds
+
+
+def forget_oldest(template, messages, enc, room):
+    """The ids of a chat prompt of at most `room` tokens where forgetting helps: its oldest exchanges (a user message
+    and its answer, after any system message) are dropped from `messages` until it fits or one user message is left."""
+    ids = render_prompt(template, messages, enc)
+    first = 1 if messages[0]["role"] == "system" else 0
+    while len(ids) > room and len(messages) - first > 1:
+        del messages[first:first + 2]
+        ids = render_prompt(template, messages, enc)
+    return ids
+
+
+def completion_ids(enc, text):
+    """A completion's prompt: the document's opening marker, then the text; a special token the user typed counts
+    as one (they may type <|endoftext|> on purpose)."""
+    return data.start_ids(enc) + enc.encode(text, allowed_special="all")
 
 
 def torch_tensor(rows, model):
@@ -250,9 +265,8 @@ def main():
         block = model.config.block_size
         if fim:  # cutting the front of an infilling prompt would cut its <|fim_prefix|>
             ids = fit_prompt(fim_ids(enc, prefix, suffix), block, max_new_tokens, False, "infilling prompt")
-        else:  # the user may type special tokens on purpose
-            ids = fit_prompt(data.start_ids(enc) + enc.encode(read_prompt(prompt), allowed_special="all"), block,
-                             max_new_tokens, truncate)
+        else:
+            ids = fit_prompt(completion_ids(enc, read_prompt(prompt)), block, max_new_tokens, truncate)
             if not ids:
                 raise UserError(f"the prompt {prompt!r} is empty; give the model at least one character to continue")
         if kv_cache and len(ids) + max_new_tokens > block:  # the cache holds one context; without it the window slides

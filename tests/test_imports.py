@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["configurator", "files", "model", "muon", "bpe", "sources", "data", "hf", "checkpoint", "train", "sft", "sample",
+ORDER = ["configurator", "files", "model", "muon", "bpe", "sources", "data", "hf", "checkpoint", "train", "sft", "sample", "serve",
          "sandbox", "benchmarks", "eval", "export", "plot", "dryrun"]
 # imported inside a function on purpose: optional extras, and what data preparation must not wait for
 LAZY = {"requests", "torch", "pyarrow", "wandb", "matplotlib", "fcntl", "pydoc_data", "jinja2"}
