@@ -5,7 +5,7 @@ local documents) and once by eval.py. Every number, every document's log-likelih
 
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -162,16 +162,12 @@ def lm_eval_tasks(folder):
     return list(tasks)
 
 
-@pytest.fixture(scope="module")
-def lm_eval_run(trained, tmp_path_factory):
-    """lm-eval's results and per-document samples for every task, offline."""
+@contextmanager
+def offline():
+    """lm-eval, datasets and the hub kept off the network for the block."""
     import datasets
     import evaluate
     import huggingface_hub
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-    folder = tmp_path_factory.mktemp("lm_eval")
     with pytest.MonkeyPatch.context() as mp:
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             mp.setenv(name, "1")  # read when a library is imported; the flags below are those already read
@@ -182,6 +178,17 @@ def lm_eval_run(trained, tmp_path_factory):
         # compared here (it needs the sandbox), so a stand-in lets the task file load offline
         mp.setattr(evaluate, "load", lambda *args, **kwargs: type("CodeEval", (), {
             "compute": staticmethod(lambda **kw: [{"pass@1": 0.0}])})())
+        yield
+
+
+@pytest.fixture(scope="module")
+def lm_eval_run(trained, tmp_path_factory):
+    """lm-eval's results and per-document samples for every task, offline."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    folder = tmp_path_factory.mktemp("lm_eval")
+    with offline():
         names = lm_eval_tasks(folder)
         model = HFLM(pretrained=str(trained[2]), device="cpu", dtype="float32", batch_size=8)
         run = simple_evaluate(model=model, tasks=names, log_samples=True, bootstrap_iters=0,
