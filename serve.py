@@ -175,7 +175,7 @@ def field(body, key, kinds, default, check=None, rule=""):
 def sampling(body, cfg):
     """generate_text's settings from a request, each within the range sample.py accepts."""
     for key, neutral in UNSUPPORTED.items():
-        if body.get(key) not in (None, neutral) and not (key == "logprobs" and body[key] is False):
+        if body.get(key) not in (None, neutral, False, [], {}):
             raise ApiError(400, f"'{key}' is not supported by this server; leave it out", param=key)
     limit = field(body, "max_completion_tokens", int, None, lambda v: v >= 1, "an integer of at least 1")
     limit = field(body, "max_tokens", int, limit, lambda v: v >= 1, "an integer of at least 1")
@@ -259,9 +259,10 @@ def fit(ids, served, settings):
 # generation: sample.py's, one request at a time per place
 
 
-def generate(served, ids, settings, stop_ids, on_text, gone):
-    """(text, tokens generated, finish_reason) of one prompt; on_text streams it; gone() ends it early."""
-    ids, room = fit(ids, served, settings)
+def generate(served, prompt, settings, stop_ids, on_text, gone):
+    """(text, prompt tokens, tokens generated, finish_reason) of one fitted prompt (fit's (ids, room)); on_text
+    streams it; gone() ends it early."""
+    ids, room = prompt
     generator = torch.Generator(device=served.device).manual_seed(settings["seed"])
     ended = []
     with served.precision():
@@ -409,8 +410,7 @@ class Handler(BaseHTTPRequestHandler):
             prompts, stop_ids = completion_prompts(body, self.served), data.end_ids(self.served.enc)
             if settings["stream"] and len(prompts) > 1:
                 raise ApiError(400, "a streamed completion takes one prompt", param="prompt")
-        for ids in prompts:  # refuse before any work, and before a stream's 200 goes out
-            fit(ids, self.served, settings)
+        prompts = [fit(ids, self.served, settings) for ids in prompts]  # refused before a stream's 200 goes out
         self.gate.enter(self.gone)
         try:
             reply = self.stream if settings["stream"] else self.whole
@@ -425,8 +425,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def whole(self, chat, prompts, settings, stop_ids):
         head, choices, used, made = self.reply_head(chat), [], 0, 0
-        for i, ids in enumerate(prompts):
-            text, n_prompt, n, finish = generate(self.served, ids, settings, stop_ids, None, self.gone)
+        for i, prompt in enumerate(prompts):
+            text, n_prompt, n, finish = generate(self.served, prompt, settings, stop_ids, None, self.gone)
             used, made = used + n_prompt, made + n
             choices.append({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
                             "logprobs": None} if chat else
@@ -468,11 +468,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(cfg, served=None):
-    """A ThreadingHTTPServer (not yet serving) for cfg; one thread per connection, generations gated."""
+    """A ThreadingHTTPServer (not yet serving) for cfg: a thread per connection, generations gated; its threads are
+    daemons, so a generation still running does not hold up Ctrl-C."""
     served = served or Served(cfg)
     handler = type("ServeHandler", (Handler,), {"served": served, "gate": Gate(cfg["parallel"], cfg["queue_size"]),
                                                  "cfg": cfg, "timeout": cfg["request_timeout"]})
-    ThreadingHTTPServer.daemon_threads = True  # a generation still running does not hold up Ctrl-C
     try:
         return ThreadingHTTPServer((cfg["host"], cfg["port"]), handler)
     except OSError as e:

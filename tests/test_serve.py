@@ -429,3 +429,11 @@ def test_the_page_streams_a_base_model_and_stop_stops_it(browser, base_server):
     time.sleep(0.5)
     assert len(last.get_attribute("textContent")) == shown  # nothing more arrives
     assert wait_for(lambda: health(base_server)["active"] == 0, 5)  # the server stopped generating too
+
+
+def test_importing_serve_serves_nothing():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    r = subprocess.run([sys.executable, "-c", "import serve, sys; sys.argv = ['x', '--port=1']; "
+                        "assert serve.port == 8000 and serve.host == '127.0.0.1'"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
