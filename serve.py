@@ -53,7 +53,7 @@ from train import setup_device
 # -----------------------------------------------------------------------------
 # config
 
-out_dir = "out"                 # the checkpoint directory
+out_dir = "out"                 # the checkpoint directory, or a Hugging Face folder
 init_from = ""                  # "": out_dir's checkpoint; hf:PATH_OR_REPO: a Hugging Face folder or hub repo
 model_name = ""                 # the id clients send as "model"; "": the folder's name
 host = "127.0.0.1"              # loopback only; 0.0.0.0 serves every network this machine is on
@@ -86,8 +86,8 @@ class Served:
     def __init__(self, cfg):
         self.device, dtype_name, _, _ = setup_device(cfg["device"], cfg["dtype"])
         source = cfg["init_from"] or cfg["out_dir"]
-        if source.startswith("hf:"):
-            self.model, self.enc, ckpt = hf.load_hf(source[3:], self.device)
+        if source.startswith("hf:") or (Path(source) / "config.json").is_file():  # a Hugging Face folder (export.py)
+            self.model, self.enc, ckpt = hf.load_hf(source.removeprefix("hf:"), self.device)
         else:
             self.model, self.enc, ckpt = load_checkpoint(source, self.device)
         self.name = cfg["model_name"] or Path(source.removeprefix("hf:").rstrip("/")).name or "model"

@@ -173,6 +173,22 @@ def test_a_seed_gives_sample_pys_text(chat_ckpt, chat_server):
     assert s.stdout == chat.choices[0].message.content + "\n"
 
 
+def test_a_hugging_face_folder_is_served_with_its_jinja_template(chat_ckpt, tmp_path):
+    import checkpoint
+    import export
+    model, enc, ckpt = checkpoint.load_checkpoint(chat_ckpt)
+    folder = export.export(model, enc, tmp_path / "hf", template=ckpt["chat_template"], ckpt=ckpt)
+    config = json.loads((folder / "config.json").read_text())
+    del config["slm"]["chat_template"]  # as a model from elsewhere: its template is tokenizer_config.json's Jinja
+    (folder / "config.json").write_text(json.dumps(config))
+    proc, url = start_server(folder, "--parallel=1")
+    try:
+        r = client(url).chat.completions.create(model="hf", messages=CONVERSATION[:1], temperature=0)
+        assert r.choices[0].message.content == "Hello! I am Tiny."
+    finally:
+        stop_server(proc)
+
+
 def test_the_clients_errors_are_openais(chat_server, base_server):
     import openai
     c = client(chat_server)
