@@ -73,7 +73,7 @@ def stop_server(proc):
 
 @pytest.fixture(scope="module")
 def chat_server(chat_ckpt):
-    proc, url = start_server(chat_ckpt, "--model_name=chat")
+    proc, url = start_server(chat_ckpt, "--model_name=chat", "--parallel=4")  # requests really run side by side
     yield url
     stop_server(proc)
 
