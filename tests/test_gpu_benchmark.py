@@ -2,23 +2,21 @@
 tests, deselected by default; they need a CUDA GPU:
 
     python -m pytest -m benchmark -s tests/test_gpu_benchmark.py
-    NANOGPT_DIR=~/nanoGPT python -m pytest -m benchmark -s tests/test_gpu_benchmark.py -k nanogpt
+    python -m pytest -m benchmark -s tests/test_gpu_benchmark.py -k nanogpt
 
-Each run is `python train.py --preset=NAME` at the preset's full size, micro-batch and accumulation, on small bins
-made here from the standard library with the preset's own tokenizer (speed does not depend on the text; gpt2's
-StarCoder2 tokenizer is replaced by a 4,096-id BPE, the model keeps its 49,152 rows). The step time is the median
-of the steps after the first quarter (compilation and warm-up). BENCH_FLAGS adds flags to every train.py run
-(`--device=cpu --n_layer=1 ...` checks this file on a machine without a GPU)."""
+tools/gpu_check.py measures what the GPU step is judged by in one command and holds the runner used here: each
+run is train.py's main() at the preset's full size, micro-batch and accumulation (evaluation and checkpoint writes
+left out), on the bins `python tools/gpu_check.py --prepare` makes into .bench/data: parchment's own cl100k_base,
+and one 4,096-id BPE that gpt2_150m and picochat_335m read with the preset's vocab_size, so the model keeps its
+rows (speed does not depend on the text). The step time is the median of the steps after the first quarter
+(compilation and warm-up). nanoGPT's code is read from NANOGPT_DIR (default .bench/nanoGPT, which --prepare
+--nanogpt_src=PATH fills). BENCH_FLAGS adds flags to every train.py run (`--device=cpu --n_layer=1 ...` checks
+this file on a machine without a GPU), BENCH_NANO_FLAGS to every nanoGPT run."""
 
 import gc
-import json
 import os
-import pickle
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,56 +24,28 @@ from torch import profiler
 
 import configurator
 from model import GPT, GPTConfig, apply_rope
+from tools import gpu_check
 
-ROOT = Path(__file__).resolve().parent.parent
-FLAGS = os.environ.get("BENCH_FLAGS", "").split()
-NANO_FLAGS = os.environ.get("BENCH_NANO_FLAGS", "").split()
-SCRATCH = Path(os.environ.get("BENCH_OUT", "/tmp/gpu_benchmark"))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = [pytest.mark.benchmark,
-              pytest.mark.skipif(DEVICE != "cuda" and not FLAGS, reason="needs a CUDA GPU")]
-
-# bins under data/, made once: name -> data.py flags (gpt2's needs bench_tiny's tokenizer, so it comes after it)
-BINS = {"bench_parchment": ["--preset=parchment_166m", "--dataset=stdlib_docs"],
-        "bench_picochat": ["--preset=picochat_335m", "--dataset=stdlib_python"],
-        "bench_tiny": ["--preset=tiny"],
-        "bench_gpt2": ["--preset=gpt2_150m", "--dataset=stdlib_python", "--tokenizer=data/bench_tiny/tokenizer.json"]}
-DATA = {"parchment_166m": ["--dataset=bench_parchment"], "picochat_335m": ["--dataset=bench_picochat"],
-        "gpt2_150m": ["--dataset=bench_gpt2", "--tokenizer=data/bench_tiny/tokenizer.json"]}
+              pytest.mark.skipif(DEVICE != "cuda" and not gpu_check.FLAGS, reason="needs a CUDA GPU")]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def bins():
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     print(f"\n{name}, PyTorch {torch.__version__}, {os.cpu_count()} CPU cores")
-    for name, flags in BINS.items():
-        if not (ROOT / "data" / name / "meta.json").exists():
-            subprocess.run([sys.executable, "data.py", *flags, f"--data_name={name}"], cwd=ROOT, check=True)
-
-
-def late(values):
-    """The steps after the first quarter (at least 3): compilation and warm-up left out."""
-    return values[max(3, len(values) // 4):] or values
+    gpu_check.prepare_bins()
 
 
 def train(name, preset, iters, *flags):
-    """One train.py run; its steps' median ms, tokens/s and MFU, the peak memory and the summary."""
-    out = SCRATCH / name
-    cmd = [sys.executable, "train.py", f"--preset={preset}", *DATA[preset], f"--out_dir={out}", f"--max_iters={iters}",
-           "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--init_from=scratch", *flags, *FLAGS]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = late([r for r in rows if "tokens_per_s" in r])
-    result = {"ms": statistics.median(r["ms"] for r in steps),
-              "tok_s": statistics.median(r["tokens_per_s"] for r in steps),
-              "mfu": statistics.median(r["mfu"] or 0 for r in steps),
-              "peak_gib": max(r["peak_mem_gib"] or 0 for r in rows if "tokens_per_s" in r),
-              **next(r["summary"] for r in rows if "summary" in r)}
-    (out / "ckpt.pt").unlink(missing_ok=True)  # gigabytes each
-    print(f"\n{name}: {' '.join(cmd[1:])}\n  {result['ms']:.1f} ms/step, {result['tok_s']:,.0f} tokens/s, "
+    """One run of ours (gpu_check.run_ours): its steps' median ms, wall ms, tokens/s and MFU, the peak memory,
+    and the run's summary (iters, skipped steps, GradScaler skips)."""
+    result = gpu_check.run_ours(name, preset, iters, *flags)
+    assert "error" not in result, result["error"]
+    print(f"\n{name}: {result['command']}\n  {result['ms']:.1f} ms/step, {result['tok_s']:,.0f} tokens/s, "
           f"MFU {result['mfu'] * 100:.1f}%, peak {result['peak_gib']:.1f} GiB")
-    return result
+    return {**result, **result["summary"]}
 
 
 @pytest.mark.parametrize("preset,iters", [("parchment_166m", 24), ("picochat_335m", 80), ("gpt2_150m", 20)])
@@ -102,42 +72,28 @@ def test_fp16_gradscaler_200_steps():
     assert summary["iters"] == 200 and summary["skipped"] == 0 and summary["scaler_skips"] == 0, summary
 
 
-def nanogpt(name, iters, folder, *flags):
-    """nanoGPT's own train.py at gpt2_150m's shape and batch, on the same bins; its median ms per step."""
-    data = folder / "data" / "bench_gpt2"
-    data.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val"):
-        if not (data / f"{split}.bin").exists():
-            (data / f"{split}.bin").symlink_to(ROOT / "data" / "bench_gpt2" / f"{split}.bin")
-    (data / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": 49152}))
-    r = configurator.load_preset("gpt2_150m")
-    cmd = [sys.executable, "train.py", "--dataset=bench_gpt2", f"--batch_size={r['batch_size']}",
-           f"--gradient_accumulation_steps={r['gradient_accumulation_steps']}", "--block_size=1024",
-           "--n_layer=12", "--n_head=12", "--n_embd=768", "--dropout=0.0", "--bias=True", f"--max_iters={iters}",
-           "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False",
-           f"--learning_rate={r['learning_rate']}", f"--min_lr={r['min_lr']}", f"--warmup_iters={r['warmup_iters']}",
-           f"--lr_decay_iters={r['max_iters']}", "--weight_decay=0.1", "--beta2=0.95", f"--out_dir={SCRATCH / name}",
-           *flags, *NANO_FLAGS]
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    ms = [float(line.split("time ")[1].split("ms")[0]) for line in proc.stdout.splitlines()
-          if line.startswith("iter ") and "time " in line]
-    print(f"\n{name}: nanoGPT {' '.join(cmd[1:])}\n  {statistics.median(late(ms)):.1f} ms/step")
-    return statistics.median(late(ms))
-
-
 @pytest.mark.parametrize("compile", [True, False])
 def test_gpt2_150m_against_nanogpt(compile):
     """Ours and nanoGPT's train.py, same shape (12 x 768, biases, tied, vocab 49,152), same micro-batch and
-    accumulation, bf16, alternating; needs NANOGPT_DIR, a checkout of github.com/karpathy/nanoGPT."""
-    if not os.environ.get("NANOGPT_DIR"):
-        pytest.skip("set NANOGPT_DIR to a checkout of nanoGPT")
-    folder = Path(os.environ["NANOGPT_DIR"]).expanduser().resolve()
-    ours, theirs = [], []
-    for _ in range(2):
-        ours.append(train("gpt2_150m_vs", "gpt2_150m", 20, f"--compile={compile}", "--dtype=bfloat16")["ms"])
-        theirs.append(nanogpt("nanogpt", 20, folder, f"--compile={compile}", "--dtype=bfloat16"))
-    print(f"\ngpt2_150m compile={compile}: our step time / nanoGPT's {statistics.median(ours) / statistics.median(theirs):.2f}x")
+    accumulation, bf16, alternating A B B A; timed from one step's end to the next, as nanoGPT times its steps."""
+    if not all((gpu_check.NANOGPT_DIR / f).exists() for f in gpu_check.NANOGPT_FILES):
+        pytest.skip(f"no nanoGPT in {gpu_check.NANOGPT_DIR}: python tools/gpu_check.py --prepare --nanogpt_src=PATH")
+    flags = (f"--compile={compile}", "--dtype=bfloat16")
+
+    def ours():
+        return train("gpt2_150m_vs", "gpt2_150m", 20, *flags)["wall_ms"]
+
+    def theirs():
+        result = gpu_check.run_nanogpt("nanogpt", 20, *flags)
+        assert "error" not in result, result["error"]
+        print(f"\nnanoGPT: {result['command']}\n  {result['wall_ms']:.1f} ms/step")
+        return result["wall_ms"]
+
+    times = {ours: [], theirs: []}
+    for run in (ours, theirs, theirs, ours):
+        times[run].append(run())
+    print(f"\ngpt2_150m compile={compile}: our step time / nanoGPT's "
+          f"{statistics.median(times[ours]) / statistics.median(times[theirs]):.2f}x")
 
 
 def preset_config(preset, **overrides):
