@@ -3,7 +3,7 @@ A preset's whole recipe at toy size, on this CPU, offline, in seconds: run it be
 
     python dryrun.py --preset=pycraft_55m
     python dryrun.py --preset=gpt2_150m --tokenizer=PATH/tokenizer.json   # StarCoder2's, fetched once where online
-    python dryrun.py --preset=parchment_166m --compile=False              # skip torch.compile's CPU warm-up
+    python dryrun.py --preset=parchment_166m --compile=False --gpu_dtype=False   # no compile, no bf16 on a CPU
 
 It runs every stage the preset's README recipe prints, through the same scripts and their notebook API
 (`data`, `train`, `sft`, `sample`, `eval`: `configure(preset=..., **overrides)` then `main()`), with every flag
@@ -42,6 +42,8 @@ preset = ""
 work_dir = ""              # "" = out/dryrun/<preset>
 tokenizer = ""             # "" = the preset's; a local tokenizer.json for a preset whose tokenizer is downloaded
 compile = True             # False skips torch.compile where the preset sets it (parchment: 6 s without, 29 s with)
+gpu_dtype = True           # each stage in its GPU's dtype (auto_dtype); False: float32, as a CPU without bf16
+                           # instructions (AVX2 only) runs bf16 autocast ~10x slower: parchment's 100k-row head
 corpus_chars = 60_000      # characters of each stand-in corpus (a name no preset sets)
 seed = 1337
 
@@ -156,7 +158,7 @@ def main():
                  **({"ffn_hidden": 2 * TOY_MODEL["n_embd"]} if recipe.get("ffn_hidden") else {}))
     common = {"preset": preset, "seed": seed}
     loop = dict(TOY_LOOP, gradient_accumulation_steps=min(2, recipe.get("gradient_accumulation_steps", 1)),
-                compile=compile and recipe.get("compile", False), dtype=auto_dtype(preset, recipe.get("dtype", "auto")))
+                compile=compile and recipe.get("compile", False), dtype=auto_dtype(preset, recipe.get("dtype", "auto")) if gpu_dtype else "float32")
 
     # data: the preset's tokenizer, filters, quality order, FIM and bos token on stand-in text; a fifth of a toy
     # corpus's files to val, where the recipe's share of a real one might draw a single short file
@@ -183,7 +185,7 @@ def main():
                   fim_suffix="\n\nprint(add(1, 2))", max_new_tokens=8, device="cpu")
 
     # SFT (after midtraining where the recipe has it), chat, eval
-    sft_loop = dict({k: v for k, v in loop.items() if k != "block_size"}, dtype=auto_dtype(preset, recipe.get("sft_dtype", recipe.get("dtype", "auto"))),
+    sft_loop = dict({k: v for k, v in loop.items() if k != "block_size"}, dtype=auto_dtype(preset, recipe.get("sft_dtype", recipe.get("dtype", "auto"))) if gpu_dtype else "float32",
                     compile=compile and recipe.get("sft_compile", recipe.get("compile", False)), max_iters=3)
     if recipe.get("sft_epochs"):
         sft_loop["epochs"] = 1
