@@ -341,14 +341,13 @@ def test_a_full_queue_answers_503_and_a_client_that_leaves_frees_its_place(base_
 # the command itself
 
 
-def test_other_hosts_are_warned_of_and_ctrl_c_is_clean(chat_ckpt):
-    proc, url = start_server(chat_ckpt, "--host=127.0.0.1", "--parallel=1")
-    assert health(url)["chat"] is True
-    stop_server(proc)
+def test_other_hosts_are_warned_of_and_mistakes_are_one_line(chat_ckpt):
+    """(Ctrl-C ending each server cleanly is stop_server's check, at every fixture's end.)"""
+    import serve
+    from configurator import UserError
+    with pytest.raises(UserError, match="parallel=0 must be at least 1"):
+        serve.configure(out_dir=str(chat_ckpt), parallel=0)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
-    r = subprocess.run([sys.executable, "serve.py", f"--out_dir={chat_ckpt}", "--host=0.0.0.0", "--port=0",
-                        "--parallel=0"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 1 and "parallel=0 must be at least 1" in r.stderr and "Traceback" not in r.stderr
     proc = subprocess.Popen([sys.executable, "serve.py", f"--out_dir={chat_ckpt}", "--host=0.0.0.0", "--port=0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert "0.0.0.0" in proc.stdout.readline()
@@ -357,6 +356,12 @@ def test_other_hosts_are_warned_of_and_ctrl_c_is_clean(chat_ckpt):
     r = subprocess.run([sys.executable, "serve.py", "--out_dir=/nonexistent", "--port=0"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_importing_serve_serves_nothing():
+    import serve  # a server started here would never return
+    assert serve.port == 8000 and serve.host == "127.0.0.1" and serve.main.__module__ == "serve"
+
 
 # -----------------------------------------------------------------------------
 # the page, in a real browser
@@ -446,10 +451,3 @@ def test_the_page_streams_a_base_model_and_stop_stops_it(browser, base_server):
     assert len(last.get_attribute("textContent")) == shown  # nothing more arrives
     assert wait_for(lambda: health(base_server)["active"] == 0, 5)  # the server stopped generating too
 
-
-def test_importing_serve_serves_nothing():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
-    r = subprocess.run([sys.executable, "-c", "import serve, sys; sys.argv = ['x', '--port=1']; "
-                        "assert serve.port == 8000 and serve.host == '127.0.0.1'"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60, env=env)
-    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
