@@ -304,32 +304,125 @@ class NormalizedEncoding(tiktoken.Encoding):
         return super().encode(unicodedata.normalize(self.normal_form, text), **kwargs)
 
 
-def encoding_from_hf(info, name):
-    """Byte-level BPE tokenizer.json -> tiktoken ranks with the same ids; added tokens become specials."""
+# An added token as `tokenizers` writes a special one (export.py writes ours so): matched as written, skipped by
+# decode(skip_special_tokens=True). Published tokenizers differ per token (Qwen3's <think> is special: false, GPT-2's
+# <|endoftext|> normalized: true), and transformers acts on each flag, so an Encoding keeps the ones that differ.
+ADDED_TOKEN_FLAGS = {"special": True, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False}
+
+
+def make_encoding(name, pat_str, mergeable_ranks, special_tokens, normalizer=None, markers=None, added_tokens=None):
+    """A tiktoken Encoding that carries what a Hugging Face tokenizer holds beyond its ranks: the normalizer (a
+    Unicode normal form), the document markers ({"bos_token", "eos_token", "add_bos"}, as its tokenizer_config.json
+    and post-processor state them; data.document_markers reads them) and the flags of added tokens that differ
+    from ADDED_TOKEN_FLAGS ({content: flags}). data.save_tokenizer keeps them, data.tokenizer_hash counts them."""
+    settings = dict(name=name, pat_str=pat_str, mergeable_ranks=mergeable_ranks, special_tokens=special_tokens)
+    enc = NormalizedEncoding(normalizer, **settings) if normalizer else tiktoken.Encoding(**settings)
+    enc.markers = {k: v for k, v in (markers or {}).items() if v is not None or k != "add_bos"}
+    enc.added_tokens = {t: dict(f) for t, f in (added_tokens or {}).items() if t in special_tokens}
+    return enc
+
+
+def hf_markers(info, config):
+    """The document markers a Hugging Face tokenizer states: bos_token and eos_token from tokenizer_config.json
+    (what lm-eval and transformers call them), and whether a text opens with bos. That is the post-processor's
+    template (Llama 3 prepends <|begin_of_text|>): transformers' fast tokenizers apply it and ignore
+    tokenizer_config.json's add_bos_token, which counts only where no template says."""
+    token = lambda t: t.get("content") if isinstance(t, dict) else t  # noqa: E731  (an AddedToken is written as a dict)
+    markers = {k: token(config[k]) for k in ("bos_token", "eos_token") if k in (config or {})}
+    post = info.get("post_processor") or {}
+    template = next((p for p in post.get("processors", [post]) if p.get("type") == "TemplateProcessing"), None)
+    if template is not None:
+        first = (template.get("single") or [{}])[0]
+        opens = first.get("SpecialToken", {}).get("id")
+        markers["add_bos"] = opens is not None
+        if opens is not None:
+            markers.setdefault("bos_token", opens)
+    elif isinstance((config or {}).get("add_bos_token"), bool):
+        markers["add_bos"] = config["add_bos_token"]
+    return markers
+
+
+def encoding_from_hf(info, name, config=None):
+    """Byte-level BPE tokenizer.json (and its tokenizer_config.json, a dict) -> tiktoken ranks with the same ids;
+    added tokens become specials. The normalizer, the document markers and the added tokens' flags come along."""
     model = info.get("model") or {}
     normalizer = (info.get("normalizer") or {}).get("type")
     if model.get("type") != "BPE" or normalizer not in (None, "NFC", "NFKC", "NFD", "NFKD"):
         raise UserError(f"{name}: only byte-level BPE tokenizers (with no normalizer, or a Unicode normal form) can be "
                         f"converted to tiktoken; this one is {model.get('type')} with normalizer {normalizer}")
-    specials = {t["content"]: t["id"] for t in info.get("added_tokens", [])}
-    decode_char = {c: b for b, c in bytes_to_unicode().items()}
+    added = info.get("added_tokens", [])
+    specials = {t["content"]: t["id"] for t in added}
+    flags = {t["content"]: {k: bool(t.get(k, v)) for k, v in ADDED_TOKEN_FLAGS.items()} for t in added}
+    # each character of the byte map to its byte, any other to U+0100, which latin-1 cannot encode (str.translate
+    # and encode run in C: a third of a 150k-token vocabulary's load went to a Python loop per character)
+    to_byte = {**dict.fromkeys(range(0x144), 0x100), **{ord(c): b for b, c in bytes_to_unicode().items()}}
     ranks = {}
     for text, i in model["vocab"].items():
         if text not in specials:
             try:
-                ranks[bytes(decode_char[c] for c in text)] = i
-            except KeyError:
+                ranks[text.translate(to_byte).encode("latin-1")] = i
+            except UnicodeEncodeError:
                 raise UserError(f"{name}: token {text!r} is not byte-level (GPT-2 byte map); cannot convert") from None
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
         raise UserError(f"{name}: {len(missing)} of the 256 single bytes have no token; cannot convert to tiktoken")
-    # tiktoken merges by the id of the result; that equals the merge order when ids grow with the merges
-    merged_ids = [model["vocab"].get("".join(m.split(" ", 1) if isinstance(m, str) else m)) for m in model.get("merges", [])]
-    if any(i is None or j is None or j <= i for i, j in zip(merged_ids, merged_ids[1:])):
-        print(f"warning: {name}: merge order differs from id order; a few rare words may tokenize differently", file=sys.stderr)
-    settings = dict(name=name, pat_str=hf_split_pattern(info.get("pre_tokenizer"), name), mergeable_ranks=ranks,
-                    special_tokens=specials)
-    return NormalizedEncoding(normalizer, **settings) if normalizer else tiktoken.Encoding(**settings)
+    if merges_differ(model, ranks):
+        print(f"warning: {name}: its merges are not in the order of the ids they make; a few rare words may "
+              "tokenize differently", file=sys.stderr)
+    return make_encoding(name, hf_split_pattern(info.get("pre_tokenizer"), name), ranks, specials, normalizer,
+                         hf_markers(info, config),
+                         {t: f for t, f in flags.items() if f != ADDED_TOKEN_FLAGS})
+
+
+INF = float("inf")  # the rank of a pair that is no token
+
+
+def merge_pair(ranks, token):
+    """The two tokens tiktoken joins last when it encodes `token` alone, or None if it never forms it.
+
+    tiktoken merges the adjacent pair whose concatenation has the lowest rank (the leftmost on ties). Inside any
+    text, the bytes of a token are merged exactly as when the token is encoded alone (a merge across its edge
+    would have changed the edge), so this one pair per token is every merge tiktoken ever makes: listed in rank
+    order they are a `tokenizers` BPE that encodes like tiktoken. Only the ranks beside a merge are looked up
+    again, and min() finds the next one: a 150k-token vocabulary takes seconds."""
+    parts = [token[i:i + 1] for i in range(len(token))]
+    rank = [ranks.get(a + b, INF) for a, b in zip(parts, parts[1:])]  # rank[i]: of parts[i] + parts[i + 1]
+    while len(parts) > 2:
+        low = min(rank)
+        if low == INF:
+            return None  # only reachable as a whole pre-token (export.py writes ignore_merges for those)
+        i = rank.index(low)
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        del rank[i]
+        if i > 0:
+            rank[i - 1] = ranks.get(parts[i - 1] + parts[i], INF)
+        if i < len(parts) - 1:
+            rank[i] = ranks.get(parts[i] + parts[i + 1], INF)
+    return parts[0], parts[1]
+
+
+def merges_differ(model, ranks):
+    """Whether `tokenizers` can encode a word otherwise than tiktoken does with the vocabulary's ids as ranks.
+
+    tiktoken merges, at each step, the adjacent pair whose joined token has the lowest rank; `tokenizers` the pair
+    listed first among the merges. They agree while the tokens the merges make never fall in rank along the list.
+    Runs of merges that make one token do not count: transformers' TikTokenConverter (Llama 3's tokenizer.json)
+    lists every split of a token, and tiktoken forms a token from one pair only (merge_pair), which is among them.
+    The other difference is a token that no merge makes. tiktoken takes a word that is that token whole, as
+    `tokenizers` does under ignore_merges; but tiktoken also makes it inside a longer word wherever merge_pair
+    finds its pair, and `tokenizers` never does."""
+    vocab = model["vocab"]
+    made, last = set(), -1
+    for m in model.get("merges", []):
+        i = vocab.get(m.replace(" ", "", 1) if isinstance(m, str) else m[0] + m[1])
+        if i is None or i < last:
+            return True
+        made.add(i)
+        last = i
+    unmade = [t for t, i in ranks.items() if len(t) > 1 and i not in made]
+    if not model.get("ignore_merges"):
+        return bool(unmade)
+    return any(merge_pair(ranks, t) is not None for t in unmade)
 
 
 # Oniguruma, the regex engine of HF tokenizers, reads tiktoken's possessive X{1,3}+ as (X{1,3})+ (any count):

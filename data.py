@@ -6,8 +6,8 @@ Text in, token bins out: tokenizers, sources, filters and quality order, fill-in
     python data.py --dataset=files:~/notes --tokenizer=hf:bigcode/starcoder2-15b
     python data.py --preset=parchment_166m              # downloads FineWeb-Edu shards (needs pyarrow)
 
-It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back,
-each ended by <|endoftext|> or started by a bos token), meta.json, and the tokenizer
+It writes data/<name>/{train,val}.bin (flat uint16/uint32 token ids, documents packed back to back between
+the tokenizer's own markers: <|endoftext|> after each, or Llama 3's around it), meta.json, and the tokenizer
 (tokenizer.json + tokenizer.tiktoken), so `load_tokenizer("data/<name>")` always works.
 From a notebook: `import data; data.configure(preset="tiny", max_chars=100_000); data.main()`.
 train.py reads the bins with `Loader` (from `dataset_sources`); downloads, locks and atomic writes are files.py's.
@@ -20,9 +20,11 @@ import base64
 import binascii
 import bz2
 import hashlib
+import heapq
 import itertools
 import json
 import lzma
+import math
 import os
 import random
 import shlex
@@ -66,7 +68,8 @@ fim_rate = 0.0  # card 000: 0.5 of documents become fill-in-the-middle examples
 fim_spm_rate = 0.0  # share of FIM examples in suffix-prefix-middle order instead of PSM
 # the bins
 val_fraction = 0.01  # < 1: each document goes to val with this probability (seeded); >= 1: the first N do
-bos_token = ""  # "": documents end with <|endoftext|>; "<|bos|>": each document starts with it (card 004)
+block_size = 1024  # the context the bins are for: val takes more documents until it holds one window (+1 token)
+bos_token = ""  # "": the tokenizer's own markers (ours: <|endoftext|> after); "<|bos|>": it alone before (card 004)
 num_proc = 0  # tokenizer threads and BPE chunk-counting processes (0 = all cores)
 seed = 1337
 
@@ -94,20 +97,39 @@ def _rank_file_bytes(enc):
     return enc._rank_file
 
 
+def tokenizer_extras(enc):
+    """What an Encoding holds beyond ranks, split pattern and special tokens, where it has any: a Hugging Face
+    tokenizer's normalizer, its document markers where they are not the ones our rules give (document_markers),
+    and its added tokens' flags (bpe.make_encoding). Empty for our own BPE and tiktoken's, whose hash is unchanged."""
+    extras = {}
+    if getattr(enc, "normal_form", None):
+        extras["normalizer"] = enc.normal_form
+    markers, ours = document_markers(enc), document_markers(enc, ours=True)
+    extras.update({k: v for k, v in markers.items() if v != ours[k] and k != "add_bos"})
+    if "add_bos" in getattr(enc, "markers", {}):  # stated by the tokenizer's own files: export writes it back
+        extras["add_bos"] = markers["add_bos"]
+    if getattr(enc, "added_tokens", None):
+        extras["added_tokens"] = enc.added_tokens
+    return extras
+
+
 def tokenizer_hash(enc):
-    """sha256 (first 16 hex digits) of the rank file, the split pattern and the special tokens."""
+    """sha256 (first 16 hex digits) of the rank file, the split pattern, the special tokens and the extras."""
     h = hashlib.sha256(_rank_file_bytes(enc))
     h.update(json.dumps([enc._pat_str, sorted(enc._special_tokens.items())]).encode())
+    extras = tokenizer_extras(enc)
+    if extras:  # only where there are any, so that the hashes of existing tokenizers, and their runs, stay valid
+        h.update(json.dumps(extras, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def save_tokenizer(enc, out_dir):
-    """Writes out_dir/tokenizer.tiktoken (ranks) and out_dir/tokenizer.json (name, pattern, specials)."""
+    """Writes out_dir/tokenizer.tiktoken (ranks) and out_dir/tokenizer.json (name, pattern, specials, extras)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files.write_atomic(out_dir / "tokenizer.tiktoken", _rank_file_bytes(enc))
     info = {"name": enc.name, "pattern": enc._pat_str, "special_tokens": enc._special_tokens,
-            "n_vocab": enc.n_vocab, "ranks": "tokenizer.tiktoken", "hash": tokenizer_hash(enc)}
+            "n_vocab": enc.n_vocab, "ranks": "tokenizer.tiktoken", **tokenizer_extras(enc), "hash": tokenizer_hash(enc)}
     path = out_dir / "tokenizer.json"
     files.write_atomic(path, (json.dumps(info, indent=1, ensure_ascii=False) + "\n").encode())
     return path
@@ -126,7 +148,7 @@ def load_tokenizer(spec):
             raise UserError(f"no tokenizer at {path}; pass a tiktoken name (cl100k_base), hf:REPO or a directory with tokenizer.json")
         info = files.read_json(path)
         if "model" in info:  # a Hugging Face tokenizer.json
-            return bpe.encoding_from_hf(info, name=f"hf:{path}")
+            return _hf_encoding(path, name=f"hf:{path}")
         if not isinstance(info, dict) or not {"name", "pattern", "special_tokens", "ranks"} <= set(info):
             raise UserError(f"{path} is neither a tokenizer.json written by data.py nor a Hugging Face one")
         ranks_path = path.parent / info["ranks"]
@@ -137,8 +159,9 @@ def load_tokenizer(spec):
             for line in ranks_path.read_bytes().splitlines():
                 tok, rank = line.split()
                 ranks[base64.b64decode(tok, validate=True)] = int(rank)
-            enc = tiktoken.Encoding(name=info["name"], pat_str=info["pattern"], mergeable_ranks=ranks,
-                                    special_tokens=info["special_tokens"])
+            enc = bpe.make_encoding(info["name"], info["pattern"], ranks, info["special_tokens"], info.get("normalizer"),
+                                    {k: info[k] for k in ("bos_token", "eos_token", "add_bos") if k in info},
+                                    info.get("added_tokens"))
         except (ValueError, TypeError):  # a torn or edited line; tiktoken itself panics on holes in the ranks
             raise UserError(f"{ranks_path} is damaged (a line is not 'base64 rank'); copy the tokenizer again") from None
         # the hash tokenizer.json records is checked: a rank file missing a line loads, and tokenizes differently
@@ -172,13 +195,26 @@ def _load_hf_tokenizer(spec):
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path / "tokenizer.json"
-    if not path.is_file():  # a repo id: fetch its tokenizer.json once
+    if not path.is_file():  # a repo id: fetch its tokenizer.json once, and the tokenizer_config.json beside it
         if os.sep in spec and spec.count("/") != 1:
             raise UserError(f"no tokenizer.json at {spec}, and it is not a Hugging Face repo id (OWNER/NAME)")
-        url = files.URLS["hf_model_file"].format(repo=spec, path="tokenizer.json")
-        path = files.download(url, files.CACHE_DIR / "hf" / spec / "tokenizer.json",
-                        desc=f"{spec} tokenizer.json", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
-    return bpe.encoding_from_hf(files.read_json(path), name=f"hf:{spec}")
+        folder = files.CACHE_DIR / "hf" / spec  # where hf.py's --init_from=hf: puts a repo's files too
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            try:
+                files.download(files.URLS["hf_model_file"].format(repo=spec, path=name), folder / name,
+                               desc=f"{spec} {name}", local="pass a local copy: --tokenizer=PATH/tokenizer.json")
+            except UserError:
+                if name == "tokenizer.json":
+                    raise  # tokenizer_config.json is optional: GPT-2's names no bos or eos
+        path = folder / "tokenizer.json"
+    return _hf_encoding(path, name=f"hf:{spec}")
+
+
+def _hf_encoding(path, name):
+    """A Hugging Face tokenizer.json as an Encoding, with the tokenizer_config.json beside it, which names the
+    model's bos and eos tokens (a folder of a published model has one)."""
+    config = Path(path).parent / "tokenizer_config.json"
+    return bpe.encoding_from_hf(files.read_json(path), name, files.read_json(config) if config.is_file() else None)
 
 
 def special_id(enc, token, needed_by=""):
@@ -190,15 +226,36 @@ def special_id(enc, token, needed_by=""):
     return None
 
 
+def document_markers(enc, ours=False):
+    """{"bos_token", "eos_token", "add_bos"}: the tokens that begin and end a document, and whether one opens with
+    bos_token. A model's are its tokenizer's own, as its files state them (bpe.hf_markers): Llama 3's documents open
+    with <|begin_of_text|> and end with <|end_of_text|>. Where they say nothing, and for our own tokenizers (ours=True
+    gives these alone): nanochat's <|bos|> opens every document (card 004), <|endoftext|> ends one, else <|bos|>."""
+    stated = {} if ours else {k: v for k, v in getattr(enc, "markers", {}).items()
+                              if v is None or isinstance(v, bool) or v in enc.special_tokens_set}
+    bos = stated["bos_token"] if "bos_token" in stated else (BOS if BOS in enc.special_tokens_set else None)
+    eos = stated.get("eos_token") or next((t for t in (EOT, BOS) if t in enc.special_tokens_set), None)
+    return {"bos_token": bos, "eos_token": eos, "add_bos": stated.get("add_bos", bos == BOS) and bos is not None}
+
+
 def start_ids(enc):
-    """nanochat's tokenizer opens every document with <|bos|> (card 004); the others need nothing."""
-    bos = special_id(enc, BOS)
-    return [] if bos is None else [bos]
+    """What a document, and so a prompt, opens with: its bos token where the tokenizer opens documents with one."""
+    m = document_markers(enc)
+    return [enc.encode_single_token(m["bos_token"])] if m["add_bos"] else []
+
+
+def prepended_ids(enc):
+    """What a Hugging Face tokenizer's post-processor puts before every text it encodes, where its own files say
+    so (Llama 3's <|begin_of_text|>): what transformers' encode returns first, and lm-eval reads. None for ours:
+    sample.py and eval.py open a document with nanochat's <|bos|> themselves (start_ids), as nanochat does."""
+    return start_ids(enc) if "add_bos" in getattr(enc, "markers", {}) else []
 
 
 def end_ids(enc):
-    """A document ends at <|endoftext|>; nanochat's tokenizer starts the next with <|bos|> (card 004)."""
-    return [i for i in (special_id(enc, EOT), special_id(enc, BOS)) if i is not None]
+    """The tokens after which a document is over, where sampling stops: its eos, and the bos that opens the next."""
+    m = document_markers(enc)
+    names = [m["eos_token"]] + ([m["bos_token"]] if m["add_bos"] else [])
+    return list(dict.fromkeys(enc.encode_single_token(t) for t in names if t))
 
 
 # -----------------------------------------------------------------------------
@@ -336,29 +393,45 @@ def fim_parts(doc, rng, spm_rate):
     return [(FIM_PREFIX, prefix), (FIM_SUFFIX, suffix), (FIM_MIDDLE, middle)]
 
 
+def document_layout(enc, bos_token=""):
+    """(ids before, ids after) each document in the bins: bos_token before it where the setting names one (card
+    004), else the tokenizer's own markers (document_markers): our own end a document with <|endoftext|>, Llama 3's
+    open one with <|begin_of_text|> and end it with <|end_of_text|>. One clear error where there are none."""
+    need = "this data preparation (special_tokens, fim_rate, bos_token)"
+    if bos_token:
+        return [special_id(enc, bos_token, need)], []
+    m = document_markers(enc)
+    if not m["eos_token"] and not m["add_bos"]:
+        raise UserError(f"the tokenizer {enc.name} marks no document boundary (no {EOT}, and no tokenizer_config.json "
+                        f"beside its tokenizer.json names an eos_token), which {need} needs; put the model's "
+                        "tokenizer_config.json beside it, or name the token that opens a document: --bos_token=TOKEN")
+    start = [special_id(enc, m["bos_token"])] if m["add_bos"] else []
+    return start, [special_id(enc, m["eos_token"])] if m["eos_token"] and m["eos_token"] != m["bos_token"] else []
+
+
 def require_specials(enc, fim_rate, bos_token):
     """One clear error, at once, when the tokenizer lacks a token these settings put into the bins."""
-    for token in [bos_token or EOT] + ([FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if fim_rate else []):
+    document_layout(enc, bos_token)
+    for token in [FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX] if fim_rate else []:
         special_id(enc, token, "this data preparation (special_tokens, fim_rate, bos_token)")
 
 
 def encode_documents(enc, docs, rng, fim_rate=0.0, fim_spm_rate=0.0, bos_token="", num_threads=0):
-    """Token ids of docs packed back to back: each document ends with <|endoftext|> (or starts with bos_token).
-    FIM is done on the text, before tokenizing, so every part is tokenized on its own and decodes exactly."""
+    """Token ids of docs packed back to back, each between the ids document_layout gives (<|endoftext|> after it,
+    by default). FIM is done on the text, before tokenizing, so every part is tokenized on its own and decodes exactly."""
     require_specials(enc, fim_rate, bos_token)
+    before, after = document_layout(enc, bos_token)
     layout, texts = [], []
     for doc in docs:
         parts = fim_parts(doc, rng, fim_spm_rate) if fim_rate and rng.random() < fim_rate else [(None, doc)]
-        if bos_token:
-            parts = [(bos_token, "")] + parts
-        else:
-            parts = parts + [(EOT, "")]
+        layout += before
         for special, text in parts:
             if special:
                 layout.append(enc.encode_single_token(special))
             if text:
                 layout.append(None)
                 texts.append(text)
+        layout += after
     encoded = iter(enc.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count()))
     out = []
     for item in layout:
@@ -411,7 +484,7 @@ def _config(cfg):
 
 # the settings that decide which token ids the bins hold: bins made with others are never trained on silently
 TOKENIZER_KEYS = ("tokenizer", "vocab_size", "special_tokens", "split_pattern", "bos_token")
-NOT_SETTINGS = ("data_dir", "data_name", "num_proc")  # where the bins go and how fast: not what they hold
+NOT_SETTINGS = ("data_dir", "data_name", "num_proc", "block_size")  # where the bins go, how fast, for what context
 
 
 def differing_settings(old, new, keys=None):
@@ -463,22 +536,70 @@ def write_bins(cfg, out_dir, final_dir):
     require_specials(enc, cfg["fim_rate"], cfg["bos_token"])  # before hours of tokenizing
     tok_hash = tokenizer_hash(enc)
     save_tokenizer(enc, out_dir)
-    dtype = bin_dtype(enc.n_vocab)
+    need = cfg["block_size"] + 1  # one window of inputs and targets: what train.py's Loader reads
+    done = tokenize_pass(cfg, enc, out_dir, cfg["val_fraction"], need)
+    if done["counts"]["val"]["tokens"] < need and done["widened"] is not None:
+        # a small corpus: the draw gave val too little for one window, and train.py would refuse the bins. The
+        # smallest val_fraction (a threshold on the same draw: still a random sample) whose val holds a window of
+        # whole documents is taken instead, in a second pass. A BPE trained here has seen those documents' text.
+        print(f"val holds {done['counts']['val']['tokens']:,} tokens, fewer than one window (block_size + 1 = {need:,}): "
+              f"preparing again with val_fraction={done['widened']:.6g}, which gives it a window of whole documents")
+        done = tokenize_pass(cfg, enc, out_dir, done["widened"], need)
+    counts, stats = done["counts"], done["stats"]
+    if counts["val"]["tokens"] < need:
+        print(f"warning: val holds {counts['val']['tokens']:,} tokens, fewer than one window (block_size + 1 = {need:,}), "
+              f"and {counts['train']['tokens']:,} training tokens leave none to move; train with --block_size="
+              f"{max(counts['val']['tokens'] - 1, 1)} or less, or add documents", file=sys.stderr)
+    for split, c in counts.items():
+        if c["docs"] == 0:
+            raise UserError(f"the {split} split of {cfg['dataset']} is empty ({stats['kept']} documents kept); "
+                            "add data, relax filters or change val_fraction")
+        os.replace(out_dir / f"{split}.bin.tmp", out_dir / f"{split}.bin")
+    before, after = document_layout(enc, cfg["bos_token"])
+    meta = {
+        "dataset": cfg["dataset"], "tokenizer": enc.name, "tokenizer_spec": cfg["tokenizer"], "tokenizer_hash": tok_hash,
+        "vocab_size": enc.n_vocab, "dtype": np.dtype(bin_dtype(enc.n_vocab)).name, "special_tokens": enc._special_tokens,
+        # what each document sits between in the bins (document_layout)
+        "document_markers": {"before": [enc.decode([i]) for i in before], "after": [enc.decode([i]) for i in after]},
+        "train_tokens": counts["train"]["tokens"], "val_tokens": counts["val"]["tokens"],
+        "train_docs": counts["train"]["docs"], "val_docs": counts["val"]["docs"],
+        # UTF-8 bytes of the documents: loss * tokens / bytes / ln 2 is bits per byte, whatever the tokenizer
+        "train_bytes": counts["train"]["bytes"], "val_bytes": counts["val"]["bytes"],
+        "val_compressed_bpb": compressed_bpb(b"".join(done["val_text"])), "val_fraction": done["val_fraction"],
+        "max_token_id": max(c["max_id"] for c in counts.values()), "filter_stats": stats,
+        "config": cfg,  # every setting that made these bins: filters, dedup, quality order, FIM, bos token
+    }
+    if done["scores"]:
+        scores = np.array(done["scores"])
+        meta["quality"] = {"mean": float(np.mean(scores)), "share_ge_0.8": float(np.mean(scores >= 0.8 - 1e-9))}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"filters: kept {stats['kept']:,} of {stats['seen']:,} documents; dropped {stats['dropped']}")
+    print(f"wrote {final_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
+          f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
+
+
+def tokenize_pass(cfg, enc, out_dir, val_fraction, need):
+    """Every kept document encoded into train.bin.tmp or val.bin.tmp: the counts, filter statistics, val's text and
+    quality scores; and "widened", the smallest val_fraction whose val would hold `need` tokens of whole documents
+    while train keeps as many (None where the corpus is too small). That is found on the way at the cost of
+    encoding the few documents with the lowest draws twice: those whose draws are lowest come first into val."""
     stats = {"seen": 0, "kept": 0, "dropped": {}}
-    docs = split_documents(iter_documents(cfg, stats), cfg["val_fraction"], cfg["seed"])
+    docs = enumerate(split_documents(iter_documents(cfg, stats), val_fraction, cfg["seed"]))  # (place, (is_val, doc))
     scores = []
     if cfg["quality_order"]:  # card 000: the whole training set is scored, then sorted best-first (stable)
         train_docs, val_docs = [], []
-        for is_val, doc in docs:
-            (val_docs if is_val else train_docs).append(doc)
-        scores = [quality_score(d) for d in train_docs]
+        for item in docs:
+            (val_docs if item[1][0] else train_docs).append(item)
+        scores = [quality_score(doc) for _, (_, doc) in train_docs]
         order = sorted(range(len(train_docs)), key=lambda i: -scores[i])
-        docs = itertools.chain(((True, d) for d in val_docs), ((False, train_docs[i]) for i in order))
+        docs = itertools.chain(val_docs, (train_docs[i] for i in order))
     fim_rng = random.Random(cfg["seed"])
+    dtype = bin_dtype(enc.n_vocab)
     counts = {s: {"tokens": 0, "docs": 0, "bytes": 0, "max_id": -1} for s in ("train", "val")}
     val_text = []  # for the compressors' figures beside the model's bits per byte
-    files = {s: open(out_dir / f"{s}.bin.tmp", "wb") for s in counts}
+    out = {s: open(out_dir / f"{s}.bin.tmp", "wb") for s in counts}
     batch = {"train": [], "val": []}
+    lowest, held = [], 0  # a max-heap of (-key, tokens) of the documents with the lowest keys, and their tokens
     n_tokens_total, t_tok = 0, time.time()
 
     def flush(split):
@@ -491,7 +612,7 @@ def write_bins(cfg, out_dir, final_dir):
         if split == "val":
             val_text.extend(encoded)
         if len(ids):
-            files[split].write(ids.tobytes())
+            out[split].write(ids.tobytes())
             c = counts[split]
             c["tokens"] += len(ids)
             c["docs"] += len(batch[split])
@@ -499,7 +620,16 @@ def write_bins(cfg, out_dir, final_dir):
         batch[split].clear()
         return len(ids)
 
-    for is_val, doc in docs:
+    before, after = document_layout(enc, cfg["bos_token"])
+    for n, (is_val, doc) in docs:
+        # the key that decides val: the document's draw, or its place in the corpus for a count
+        key = draw(doc, cfg["seed"], "val") if val_fraction < 1 else n
+        if held < need or key < -lowest[0][0]:
+            tokens = len(before) + len(enc.encode_ordinary(doc)) + len(after)
+            heapq.heappush(lowest, (-key, tokens))
+            held += tokens
+            while len(lowest) > 1 and held - lowest[0][1] >= need:
+                held -= heapq.heappop(lowest)[1]
         split = "val" if is_val else "train"
         batch[split].append(doc)
         if len(batch[split]) >= 512:
@@ -508,30 +638,15 @@ def write_bins(cfg, out_dir, final_dir):
                   end="", file=sys.stderr)
     for split in batch:
         flush(split)
-        files[split].close()
+        out[split].close()
     print(file=sys.stderr)
-    for split, c in counts.items():
-        if c["docs"] == 0:
-            raise UserError(f"the {split} split of {cfg['dataset']} is empty ({stats['kept']} documents kept); "
-                            "add data, relax filters or change val_fraction")
-        os.replace(out_dir / f"{split}.bin.tmp", out_dir / f"{split}.bin")
-    meta = {
-        "dataset": cfg["dataset"], "tokenizer": enc.name, "tokenizer_spec": cfg["tokenizer"], "tokenizer_hash": tok_hash,
-        "vocab_size": enc.n_vocab, "dtype": np.dtype(dtype).name, "special_tokens": enc._special_tokens,
-        "train_tokens": counts["train"]["tokens"], "val_tokens": counts["val"]["tokens"],
-        "train_docs": counts["train"]["docs"], "val_docs": counts["val"]["docs"],
-        # UTF-8 bytes of the documents: loss * tokens / bytes / ln 2 is bits per byte, whatever the tokenizer
-        "train_bytes": counts["train"]["bytes"], "val_bytes": counts["val"]["bytes"],
-        "val_compressed_bpb": compressed_bpb(b"".join(val_text)),
-        "max_token_id": max(c["max_id"] for c in counts.values()), "filter_stats": stats,
-        "config": cfg,  # every setting that made these bins: filters, dedup, quality order, FIM, bos token
-    }
-    if scores:
-        meta["quality"] = {"mean": float(np.mean(scores)), "share_ge_0.8": float(np.mean(np.array(scores) >= 0.8 - 1e-9))}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"filters: kept {stats['kept']:,} of {stats['seen']:,} documents; dropped {stats['dropped']}")
-    print(f"wrote {final_dir}: train {meta['train_tokens']:,} tokens ({meta['train_docs']:,} docs), val {meta['val_tokens']:,} "
-          f"tokens ({meta['val_docs']:,} docs), {meta['dtype']}, {enc.name} ({enc.n_vocab:,} ids) in {time.time() - t0:.1f}s")
+    total = counts["train"]["tokens"] + counts["val"]["tokens"]
+    widened = None
+    if held >= need and total - held >= need:
+        top = -lowest[0][0]
+        widened = math.nextafter(top, 1.0) if val_fraction < 1 else top + 1
+    return {"counts": counts, "stats": stats, "val_text": val_text, "scores": scores, "widened": widened,
+            "val_fraction": val_fraction}
 
 
 def compressed_bpb(raw):
@@ -632,8 +747,11 @@ class Loader:
                 raise UserError(f"{path} is corrupt: {size:,} bytes is not {meta[f'{split}_tokens']:,} {meta['dtype']} tokens as "
                                 "meta.json says; run `python data.py` for this dataset again")
             if size // itemsize < block_size + 1:
+                fix = "prepare more data"
+                if split == "val" and "config" in meta:  # data.py moves whole documents into val until one fits
+                    fix = f"prepare the bins for this context: {prepare_command(meta['config'], block_size=block_size)}"
                 raise UserError(f"{path} has {size // itemsize:,} tokens, fewer than one context window (block_size + 1 = "
-                                f"{block_size + 1}); lower block_size or prepare more data")
+                                f"{block_size + 1}); lower block_size to {max(size // itemsize - 1, 1)} or less, or {fix}")
             self.paths.append((path, meta["dtype"]))
             self.lengths.append(size // itemsize)
         # random windows: one stream per rank; sequential: all ranks draw the same sources, so windows interleave

@@ -230,8 +230,20 @@ def sliding_window_nll(model, ids, context, stride, batch_size, ctx=nullcontext(
 
 
 def prefix_id(enc):
-    """lm-eval's prefix_token_id, what a document is read after: BOS, else end-of-text."""
-    return (data.start_ids(enc) or data.end_ids(enc))[0]
+    """lm-eval's prefix_token_id (HFLM), what a document is read after: the tokenizer's bos token, else its eos."""
+    markers = data.document_markers(enc)
+    name = markers["bos_token"] or markers["eos_token"]
+    if name is None:
+        raise UserError(f"the tokenizer {enc.name} names no bos or eos token to read a document after; put the "
+                        "model's tokenizer_config.json beside its tokenizer.json")
+    return enc.encode_single_token(name)
+
+
+def document_ids(enc, text):
+    """A document's ids as lm-eval's HF model reads them: as transformers encodes the text, after what the
+    tokenizer's post-processor puts first (Llama 3's <|begin_of_text|>; ours add nothing). lm-eval then scores
+    that bos after the prefix bos: the same numbers need the same tokens."""
+    return data.prepended_ids(enc) + enc.encode_ordinary(text)
 
 
 def rolling_requests(ids, prefix, context):
@@ -338,7 +350,7 @@ def eval_bpb(model, enc, ckpt, ctx):
     bytes, / ln 2; beside zlib, bz2 and xz at their strongest on the same bytes, compressed as one stream."""
     docs = [benchmarks.read_text(p) for p in held_out_paths("bpb")] if files else val_documents(ckpt, enc)[:limit or None]
     prefix = prefix_id(enc)
-    requests = [r for doc in docs for r in rolling_requests(enc.encode_ordinary(doc), prefix, model.config.block_size)]
+    requests = [r for doc in docs for r in rolling_requests(document_ids(enc, doc), prefix, model.config.block_size)]
     nll = -sum(loglikelihoods(model, requests, batch_size, ctx))
     raw = [doc.encode("utf-8") for doc in docs]
     nbytes = sum(map(len, raw))
@@ -371,7 +383,7 @@ def wikitext_detokenize(text):
 def wikitext_page_nll(model, enc, page, context, ctx=nullcontext()):
     """(NLL, tokens) of one detokenized page, every token scored in lm-eval's rolling windows of `context`."""
     prefix = prefix_id(enc)
-    ids = enc.encode_ordinary(wikitext_detokenize(page))
+    ids = document_ids(enc, wikitext_detokenize(page))
     return -sum(loglikelihoods(model, rolling_requests(ids, prefix, context), batch_size, ctx)), len(ids)
 
 

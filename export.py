@@ -50,22 +50,6 @@ def configure(**overrides):
 # tokenizer: tiktoken ranks -> a byte-level BPE tokenizer.json with the same ids
 
 
-def merge_pair(ranks, token):
-    """The two tokens tiktoken joins last when it encodes `token` alone, or None if it never forms it.
-
-    tiktoken merges the adjacent pair whose concatenation has the lowest rank. Inside any text, the bytes
-    of a token are merged exactly as when the token is encoded alone (a merge across its edge would have
-    changed the edge), so this one pair per token is every merge tiktoken ever makes: listed in rank order
-    they are a `tokenizers` BPE that encodes like tiktoken."""
-    parts = [token[i:i + 1] for i in range(len(token))]
-    while len(parts) > 2:
-        best = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], float("inf")))
-        if parts[best] + parts[best + 1] not in ranks:
-            return None  # only reachable as a whole pre-token (ignore_merges below covers that)
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
-    return parts[0], parts[1]
-
-
 def tokenizer_json(enc):
     """The `tokenizers` JSON of a tiktoken Encoding (written with plain json: the package is not needed)."""
     ranks = enc._mergeable_ranks
@@ -73,11 +57,13 @@ def tokenizer_json(enc):
     text = {tok: "".join(to_char[b] for b in tok) for tok in ranks}
     merges = []
     for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        pair = merge_pair(ranks, tok) if len(tok) > 1 else None
+        pair = bpe.merge_pair(ranks, tok) if len(tok) > 1 else None
         if pair:
             merges.append([text[pair[0]], text[pair[1]]])
-    added = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])]
+    # each added token with its own flags (Qwen3's <think> is not special), else as `tokenizers` writes a special one
+    flags = getattr(enc, "added_tokens", {})
+    added = [{"id": i, "content": s, **{k: flags.get(s, {}).get(k, v) for k, v in bpe.ADDED_TOKEN_FLAGS.items()}}
+             for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])]
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
@@ -85,7 +71,7 @@ def tokenizer_json(enc):
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": bpe.to_onig(enc._pat_str)}, "behavior": "Isolated", "invert": False},
             byte_level]},
-        "post_processor": None,
+        "post_processor": post_processor(enc),
         "decoder": {**byte_level, "use_regex": True},
         # ignore_merges: a pre-token that is itself in the vocabulary is one token, as in tiktoken
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
@@ -94,6 +80,18 @@ def tokenizer_json(enc):
                   # free id, ignoring the one written (cl100k's specials sit after a gap, at 100257-100260, 100276)
                   "vocab": {**{text[tok]: rank for tok, rank in ranks.items()}, **enc._special_tokens}, "merges": merges},
     }
+
+
+def post_processor(enc):
+    """The template that puts the tokenizer's bos before every text where its own files did (data.prepended_ids:
+    Llama 3's), so that transformers' encode, and lm-eval, read what they read from the published folder."""
+    ids = data.prepended_ids(enc)
+    if not ids:
+        return None
+    bos = enc.decode(ids)
+    special = {bos: {"id": bos, "ids": ids, "tokens": [bos]}}
+    part = lambda seq, t: [{"SpecialToken": {"id": bos, "type_id": t}}, {"Sequence": {"id": seq, "type_id": t}}]  # noqa: E731
+    return {"type": "TemplateProcessing", "single": part("A", 0), "pair": part("A", 0) + part("B", 1), "special_tokens": special}
 
 
 def _lit(s):
@@ -141,14 +139,15 @@ def chat_template_jinja(name):
 
 
 def token_names(enc, template):
-    """(bos, eos, pad) token strings: eos is the chat template's stop token, else the end of a document."""
-    bos = data.BOS if data.BOS in enc.special_tokens_set else None
+    """(bos, stops, pad) token strings: bos is the tokenizer's own (data.document_markers), the stops are the chat
+    template's stop tokens, else where a document ends."""
+    bos = data.document_markers(enc)["bos_token"]
     if isinstance(template, dict) and template.get("bos_token") in enc.special_tokens_set:
-        bos = template["bos_token"]  # a Jinja template may write {{ bos_token }} (Llama 3's)
+        bos = template["bos_token"]  # a Jinja template writes {{ bos_token }} (Llama 3's): the one it came with
     if template:  # sft.py's own lookups: a tokenizer without the template's tokens is one clear error
         stop = [enc.decode([i]) for i in sft.stop_tokens(template, enc)]
         return bos, stop, enc.decode([sft.pad_token(template, enc)])
-    stop = [t for t in (data.EOT, data.BOS) if t in enc.special_tokens_set]
+    stop = [enc.decode([i]) for i in data.end_ids(enc)]
     return bos, stop, (data.PAD if data.PAD in enc.special_tokens_set else (stop or [None])[0])
 
 # -----------------------------------------------------------------------------
@@ -211,9 +210,14 @@ def write_tokenizer(enc, out, template="", block_size=None):
     tid = lambda s: enc.encode_single_token(s) if s else None  # noqa: E731
     eos_ids = [tid(s) for s in stop]
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(enc), ensure_ascii=False) + "\n")
+    # eos_token is the tokenizer's own end of a document, which import reads back (data.document_markers); the
+    # chat template's stop tokens are generation_config.json's eos_token_id, where generate() looks for them
+    markers = data.document_markers(enc)
     tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
-               "clean_up_tokenization_spaces": False, "bos_token": bos, "eos_token": stop[0] if stop else None,
-               "pad_token": pad}
+               "clean_up_tokenization_spaces": False, "bos_token": bos,
+               "eos_token": markers["eos_token"] or (stop[0] if stop else None), "pad_token": pad}
+    if "add_bos" in getattr(enc, "markers", {}):
+        tok_cfg["add_bos_token"] = markers["add_bos"]
     if template:
         tok_cfg["chat_template"] = chat_template_jinja(template)
     (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")

@@ -408,6 +408,33 @@ def test_val_split_is_a_seeded_random_sample():
     assert [d for is_val, d in data.split_documents(iter([]), 0.05)] == []
 
 
+def test_val_takes_whole_documents_until_it_holds_one_window(tmp_path, capsys):
+    """A small corpus: the 5% draw gives val too little for a window of block_size, and train.py would refuse the
+    bins. The draw's threshold is raised just enough: val is still a random sample of whole documents."""
+    docs = code_docs(60)
+    src = write_docs(tmp_path / "src", docs)
+    cfg = dict(dataset=f"files:{src}", data_dir=str(tmp_path / "data"), tokenizer="bpe", vocab_size=300,
+               special_tokens=SPECIALS, filters="none", val_fraction=0.05, block_size=256)
+    out = data.prepare(cfg)
+    meta = data.read_meta(out)
+    assert "preparing again with val_fraction=" in capsys.readouterr().out
+    assert meta["val_tokens"] >= 257 and meta["train_tokens"] >= 257 and meta["val_fraction"] > 0.05
+    enc = data.load_tokenizer(out)
+    drawn = lambda fraction: [d for d in docs if data.draw(d, 1337, "val") < fraction]  # noqa: E731
+    tokens = lambda ds: sum(len(enc.encode_ordinary(d)) + 1 for d in ds)  # noqa: E731  (+ <|endoftext|>)
+    val = enc.decode(np.fromfile(out / "val.bin", dtype=np.uint16).tolist()).split(data.EOT)[:-1]
+    assert val == drawn(meta["val_fraction"])  # whole documents, the lowest draws, in corpus order
+    assert tokens(drawn(0.05)) < 257 <= tokens(val) == meta["val_tokens"]  # 5% alone was too little
+    # the threshold is the smallest that gives a window: without its highest draw val would not hold one
+    highest = max(val, key=lambda d: data.draw(d, 1337, "val"))
+    assert tokens(val) - tokens([highest]) < 257
+    # a corpus too small for a window in each split keeps its draw, and says how to train on it
+    out = data.prepare({**cfg, "data_name": "tiny", "block_size": 4096})
+    err = capsys.readouterr().err
+    assert "fewer than one window (block_size + 1 = 4,097)" in err and "--block_size=" in err
+    assert data.read_meta(out)["val_fraction"] == 0.05
+
+
 def test_generated_tables_and_tests_are_filtered():
     table = "decoding_map = {\n" + "".join(f"    0x{i:04x}: 0x{i + 96:04x},  # LATIN LETTER {i}\n" for i in range(200)) + "}\n"
     assert data.literal_share(table) > 0.5 > 0.35 > data.literal_share(GOOD)

@@ -244,13 +244,16 @@ def test_chat_template_gives_render_prompts_ids(template, enc, cl100k_dir, tmp_p
     folder, tiktok = cl100k_dir, data.load_tokenizer("cl100k_base")
     if template != "parchment":
         folder, tiktok = tmp_path, enc
-        export.write_tokenizer(enc, folder, template, 1024)
+        ids = export.write_tokenizer(enc, folder, template, 1024)
+        stop = sft.stop_tokens(template, tiktok)  # where generate() stops: generation_config.json's eos_token_id
+        assert ids["eos_token_id"] == (stop if len(stop) > 1 else stop[0])
     tok = AutoTokenizer.from_pretrained(folder)
     for conv in CONVERSATIONS:
         ids = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
         assert ids == sft.render_prompt(template, conv, tiktok)
     stop = sft.stop_tokens(template, tiktok)
-    assert tok.convert_tokens_to_ids(tok.eos_token) == stop[0]
+    # the tokenizer's eos is its own end of a document, read back on import (data.document_markers)
+    assert tok.convert_tokens_to_ids(tok.eos_token) == data.end_ids(tiktok)[0]
     if template == "parchment":
         assert stop[0] == 100257 and tok.pad_token == "<|endofprompt|>"
 
@@ -372,6 +375,33 @@ def test_train_and_sft_continue_from_a_hugging_face_folder(tmp_path):
     summary = sft.main([f"--init_from=hf:{out}", f"--out_dir={tmp_path / 'sft'}", "--sft_data=simplemath:40",
                         "--max_iters=1", "--batch_size=2", "--eval_iters=1", "--device=cpu", "--dtype=float32"])
     assert summary["iters"] == 1 and checkpoint.read_checkpoint(tmp_path / "sft")["chat_template"] == "user_assistant"
+
+def test_a_small_folder_prepares_bins_that_continued_pretraining_reads(tmp_path):
+    """A few dozen files and a model's own tokenizer, with data.py's defaults: the 1% draw gives val the last file
+    alone, a short note. Val takes whole documents until it holds a window, so train.py --block_size=64 reads it."""
+    import train
+    text = Path(sources.stdlib_files()[0]).read_text()
+    enc = bpe.train_bpe([text[:30000]], 300, ["<|endoftext|>"], verbose=False, num_proc=1)
+    torch.manual_seed(0)
+    hub = export.export(GPT(GPTConfig(vocab_size=enc.n_vocab, block_size=128, n_layer=1, n_embd=32, n_head=2)), enc,
+                        tmp_path / "gpt2")  # GPT-2's flags, tiny
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(36):
+        (docs / f"part{i:02d}.py").write_text(text[600 * i:600 * (i + 1)])
+    (docs / "zz_note.txt").write_text("A short note.\n")
+    out = data.prepare({"dataset": f"files:{docs}", "tokenizer": f"hf:{hub}", "data_dir": str(tmp_path / "data"),
+                        "filters": "none"})
+    try:
+        configurator.configure(vars(train), [f"--init_from=hf:{hub}", f"--dataset=files:{docs}",
+                                             f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}",
+                                             "--block_size=64", "--batch_size=2", "--max_iters=1", "--eval_interval=1",
+                                             "--eval_iters=1", "--warmup_iters=0", "--device=cpu", "--dtype=float32"])
+        assert train.main()["iters"] == 1
+    finally:
+        configurator.reset(vars(train))
+    assert data.read_meta(out)["val_tokens"] > 1024  # one window of data.py's block_size, whatever train.py's
+
 
 # -----------------------------------------------------------------------------
 # measurements: python -m pytest -m benchmark -s tests/test_export.py
