@@ -726,7 +726,7 @@ class Loader:
             raise UserError(f"data mixture weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.probs = weights / weights.sum()
         self.split, self.batch_size, self.block_size, self.order = split, batch_size, block_size, order
-        import torch  # here, not at the top: data preparation needs no torch, and it was 2.5 s of data.py's 2.85 s import
+        import torch  # here, not at the top: data preparation needs no torch, whose import is most of data.py's
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.metas = [read_meta(d) for d, _ in self.sources]
         self.meta, self.vocab_size = self.metas[0], self.metas[0]["vocab_size"]

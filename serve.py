@@ -246,13 +246,13 @@ def completion_prompts(body, served):
     return out
 
 
-def fit(ids, served, settings):
+def fit(ids, served, settings, param):
     """The prompt within the context (refused, or its end kept with truncate) and the new tokens that fit."""
     if settings["truncate"]:
         ids = fit_prompt(ids, served.block, settings["max_new_tokens"], True)
     elif len(ids) >= served.block:
         raise ApiError(400, f"the prompt is {len(ids)} tokens but the model's context is {served.block}; shorten it, "
-                            "or send \"truncate\": true to keep its end", param="messages", code="context_length_exceeded")
+                            "or send \"truncate\": true to keep its end", param=param, code="context_length_exceeded")
     return ids, min(settings["max_new_tokens"], served.block - len(ids))
 
 # -----------------------------------------------------------------------------
@@ -410,7 +410,8 @@ class Handler(BaseHTTPRequestHandler):
             prompts, stop_ids = completion_prompts(body, self.served), data.end_ids(self.served.enc)
             if settings["stream"] and len(prompts) > 1:
                 raise ApiError(400, "a streamed completion takes one prompt", param="prompt")
-        prompts = [fit(ids, self.served, settings) for ids in prompts]  # refused before a stream's 200 goes out
+        # refused before any work, and before a stream's 200 goes out
+        prompts = [fit(ids, self.served, settings, "messages" if chat else "prompt") for ids in prompts]
         self.gate.enter(self.gone)
         try:
             reply = self.stream if settings["stream"] else self.whole
