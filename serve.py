@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import select
+import signal
 import socket
 import sys
 import threading
@@ -496,12 +497,19 @@ def main():
               + ("" if cfg["api_key"] else "; anyone who can reach it can use the model: set --api_key=KEY"), file=sys.stderr)
     kind = f"chat in the '{template_name(served.template)}' template" if served.template else "a base model: completions"
     print(f"serving {served.name} ({kind}, context {served.block}, {served.device}) at {url}  Ctrl-C stops it", flush=True)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # Ctrl-C, and the SIGTERM a service manager sends, end the server cleanly, even where the shell that started it
+    # made it ignore SIGINT (a background job); a notebook gets its own handlers back
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if main_thread else {}
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
         server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ def start_server(ckpt, *args):
     return proc, match.group(1)
 
 
-def stop_server(proc):
-    """Ctrl-C: the server ends at once, exit 0, no traceback."""
-    proc.send_signal(signal.SIGINT)
+def stop_server(proc, sig=signal.SIGINT):
+    """Ctrl-C (or a service manager's SIGTERM): the server ends at once, exit 0, no traceback."""
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "Traceback" not in err, err
     return err
@@ -83,7 +83,7 @@ def base_server(base_ckpt):
     """One generation at a time, one waiting, a 1-second request timeout and an API key: the limits to test."""
     proc, url = start_server(base_ckpt, "--model_name=base", "--parallel=1", "--queue_size=1", "--request_timeout=1", "--api_key=sekrit")
     yield url
-    stop_server(proc)
+    stop_server(proc, signal.SIGTERM)
 
 
 def post(url, path, body, key=None, raw=None, headers=None):
@@ -348,8 +348,10 @@ def test_other_hosts_are_warned_of_and_mistakes_are_one_line(chat_ckpt):
     with pytest.raises(UserError, match="parallel=0 must be at least 1"):
         serve.configure(out_dir=str(chat_ckpt), parallel=0)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    # started as a shell's background job is: ignoring SIGINT, which Ctrl-C must still stop
     proc = subprocess.Popen([sys.executable, "serve.py", f"--out_dir={chat_ckpt}", "--host=0.0.0.0", "--port=0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert "0.0.0.0" in proc.stdout.readline()
     err = stop_server(proc)
     assert "warning: --host=0.0.0.0 lets other machines reach this server" in err and "--api_key" in err
