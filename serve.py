@@ -68,7 +68,7 @@ top_k = 200                     # 0 = off
 top_p = 1.0
 repetition_penalty = 1.0
 truncate = False                # a prompt that fills the context: refused (400), or with True its end is kept
-parallel = 1                    # generations at once; more share one device (on a CPU they only split it: BENCHMARKS.md)
+parallel = 1                    # generations at once; more share the device (on a CPU to no clear gain: BENCHMARKS.md)
 queue_size = 8                  # requests that may wait for a place; one more is answered 503 with Retry-After
 request_timeout = 10.0          # seconds a client has to send its whole request; a slow one is cut off (408)
 max_body = 1_000_000            # bytes; a larger request is refused (413) before it is read
