@@ -28,7 +28,6 @@ Fields OpenAI defines that this server cannot honour (n > 1, logprobs, penalties
 
 import hmac
 import json
-import os
 import secrets
 import select
 import signal

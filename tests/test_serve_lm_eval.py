@@ -4,8 +4,6 @@ lm-eval's Hugging Face model is tested there)."""
 
 from contextlib import nullcontext
 
-import pytest
-
 import eval as ev
 from test_lm_eval import GSM8K_TEST, lm_eval_tasks, offline, samples, trained, write_jsonl  # noqa: F401 (a fixture)
 from test_serve import start_server, stop_server
