@@ -91,11 +91,10 @@ class Served:
         else:
             self.model, self.enc, ckpt = load_checkpoint(source, self.device)
         self.name = cfg["model_name"] or Path(source.removeprefix("hf:").rstrip("/")).name or "model"
-        try:
+        self.template, self.stops = None, []  # a base model: completions only, and the page shows a completion box
+        if cfg["chat_template"] or ckpt.get("chat_template"):  # a template that is wrong is an error, not a base model
             self.template = checkpoint_template(ckpt, cfg["chat_template"])
             self.stops = stop_tokens(self.template, self.enc)
-        except UserError:  # a base model: completions only, and the page shows a completion box
-            self.template, self.stops = None, []
         self.block, self.kv_cache, self.created = self.model.config.block_size, cfg["kv_cache"], int(time.time())
         # autocast keeps its state on the object and per thread, so each request enters one of its own
         kind, amp = self.device.split(":")[0], getattr(torch, dtype_name)

@@ -358,6 +358,8 @@ def test_other_hosts_are_warned_of_and_mistakes_are_one_line(chat_ckpt):
     r = subprocess.run([sys.executable, "serve.py", "--out_dir=/nonexistent", "--port=0"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    with pytest.raises(UserError, match="unknown chat template 'chatml'"):  # refused, not served as a base model
+        serve.Served(dict(serve.configurator.effective_config(vars(serve)), out_dir=str(chat_ckpt), chat_template="chatml"))
 
 
 def test_importing_serve_serves_nothing():
